@@ -1,0 +1,115 @@
+"""The contract every algorithm keeps.
+
+An :class:`Algorithm` owns meta-parameters and nothing else: no optimizer, no device
+placement, no files, no logging. The trainer calls :meth:`Algorithm.meta_train_step` (forward
+only) and does the backward pass and the update itself.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from metarun.types import Episode, EpisodeBatch, StepOutput
+
+BN_MODES = ("batch", "running")
+
+
+class Predictor:
+    """Labels query images of one task after adaptation.
+
+    Calling it returns logits ``[n_query, ways]`` for ``query_x`` ``[n_query, C, H, W]``, with
+    the algorithm's batch-norm mode and without building a graph.
+    """
+
+    def __init__(self, algorithm: Algorithm, fn: Callable[[Tensor], Tensor]) -> None:
+        self._algorithm, self._fn = algorithm, fn
+
+    def __call__(self, query_x: Tensor) -> Tensor:
+        with self._algorithm.inference(), torch.no_grad():
+            return self._fn(query_x)
+
+
+class Algorithm(nn.Module, ABC):
+    """Base class of meta-learning algorithms.
+
+    Args:
+        bn_mode: how batch norm behaves when adapting and predicting at meta-test time.
+            ``"batch"``: each forward pass normalises with the statistics of its own batch
+            (the support set, then the query set) and running statistics are left untouched
+            (transductive, as in MAML's reported results). ``"running"``: the running
+            statistics accumulated during meta-training are used (no information flows
+            between query images).
+    """
+
+    def __init__(self, bn_mode: str = "running") -> None:
+        super().__init__()
+        if bn_mode not in BN_MODES:
+            raise ValueError(f"algo.bn_mode must be one of {BN_MODES}; got {bn_mode!r}")
+        self.bn_mode = bn_mode
+
+    @abstractmethod
+    def meta_train_step(self, batch: EpisodeBatch) -> StepOutput:
+        """Forward pass of one meta-training step: the meta-loss over ``batch`` and metrics.
+
+        The returned loss is differentiable w.r.t. the meta-parameters; ``metrics`` holds
+        detached floats (at least ``acc``, the query accuracy).
+        """
+
+    @abstractmethod
+    def _adapt(self, support_x: Tensor, support_y: Tensor) -> Callable[[Tensor], Tensor]:
+        """Adapt to a support set; return a function from query images to logits."""
+
+    def adapt(self, support_x: Tensor, support_y: Tensor) -> Predictor:
+        """Adapt to one task's support set.
+
+        Args:
+            support_x: ``[N*K, C, H, W]`` images.
+            support_y: ``[N*K]`` labels in ``0..N-1``.
+
+        Returns:
+            A :class:`Predictor` mapping ``query_x`` to logits ``[n_query, N]``.
+        """
+        with self.inference():
+            fn = self._adapt(support_x, support_y)
+        return Predictor(self, fn)
+
+    def check_task(self, ways: int) -> None:
+        """Raise ``ValueError`` if this algorithm cannot be evaluated on ``ways``-way tasks."""
+
+    def evaluate(self, episode: Episode) -> tuple[float, float]:
+        """Adapt to the support set, then return (query loss, query accuracy)."""
+        logits = self.adapt(episode.support_x, episode.support_y)(episode.query_x)
+        loss, acc = classification_loss(logits, episode.query_y)
+        return float(loss), float(acc)
+
+    @contextmanager
+    def inference(self) -> Iterator[None]:
+        """Put the modules in meta-test mode for the duration, honouring ``bn_mode``."""
+        was_training = self.training
+        norms = [m for m in self.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        tracked = [m.track_running_stats for m in norms]
+        self.eval()
+        if self.bn_mode == "batch":
+            for m in norms:
+                # Batch statistics, and the running buffers neither read nor updated.
+                m.train()
+                m.track_running_stats = False
+        try:
+            yield
+        finally:
+            for m, t in zip(norms, tracked):
+                m.track_running_stats = t
+            self.train(was_training)
+
+
+def classification_loss(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    """Cross-entropy and accuracy (the latter detached) of ``logits`` ``[n, ways]``."""
+    loss = F.cross_entropy(logits, labels)
+    acc = (logits.detach().argmax(-1) == labels).float().mean()
+    return loss, acc

@@ -1,0 +1,1 @@
+"""Feature extractors. Each exposes ``out_dim`` and documents its batch-norm policy."""

@@ -1,0 +1,50 @@
+"""The Conv-4 backbone of Vinyals et al. (2016), used by MAML and Prototypical Networks."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+
+class Conv4(nn.Module):
+    """Blocks of [3x3 conv, batch norm, ReLU, 2x2 max-pool], then flatten.
+
+    On 28x28 Omniglot four blocks of 64 filters give a 64-d embedding; on 84x84 images,
+    1600-d.
+
+    Batch norm: plain ``nn.BatchNorm2d`` with learnable affine parameters and running
+    statistics. Which statistics are used at meta-test time is not this module's choice: the
+    algorithm's ``bn_mode`` decides (see :mod:`metarun.algorithms.base`).
+
+    Args:
+        input_shape: ``(C, H, W)`` of the input images.
+        hidden: filters per block.
+        layers: number of blocks.
+    """
+
+    def __init__(self, input_shape: tuple[int, int, int], hidden: int = 64, layers: int = 4):
+        super().__init__()
+        if hidden < 1:
+            raise ValueError(f"backbone.hidden must be positive; got {hidden}")
+        channels, height, width = (int(v) for v in input_shape)
+        if layers < 1 or min(height, width) < 2**layers:
+            raise ValueError(
+                f"backbone.layers must be in [1, log2({min(height, width)})] for "
+                f"{height}x{width} input; got {layers}"
+            )
+        blocks: list[nn.Module] = []
+        for i in range(layers):
+            blocks += [
+                nn.Conv2d(channels if i == 0 else hidden, hidden, 3, padding=1),
+                nn.BatchNorm2d(hidden),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
+            ]
+        self.features = nn.Sequential(*blocks, nn.Flatten())
+        side_h, side_w = height // 2**layers, width // 2**layers
+        self.out_dim = hidden * side_h * side_w
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``[B, C, H, W]`` images to ``[B, out_dim]`` embeddings."""
+        return self.features(x)
+
+

@@ -1,0 +1,1 @@
+"""Datasets (class-indexed uint8 image tensors) and tensor-native episode samplers."""

@@ -1,0 +1,1 @@
+"""Training, evaluation and checkpointing: the only code that updates weights or writes files."""

@@ -1,0 +1,25 @@
+"""``metrics.jsonl``: one JSON object per logged point, flushed as it is written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import IO
+
+
+class MetricsLog:
+    """Appends ``{"step", "split", "loss", "acc", "seconds", ...}`` lines to a file."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._file: IO[str] = open(self.path, "w", encoding="utf-8")  # noqa: SIM115
+
+    def write(self, step: int, split: str, loss: float, acc: float, seconds: float,
+              **extra: float | int | str) -> None:
+        record = {"step": step, "split": split, "loss": loss, "acc": acc,
+                  "seconds": round(seconds, 3), **extra}
+        self._file.write(json.dumps(record) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()

@@ -1,0 +1,138 @@
+"""Progress reporting at the edge: a rich bar on a terminal, plain log lines anywhere else.
+
+CI logs and files stay readable (one line every ``log_every`` steps); a person at a terminal
+gets a live bar, with log records rendered above it instead of through it.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import Any
+
+log = logging.getLogger("metarun")
+
+
+def interactive() -> bool:
+    """Whether a person is watching: stdout (where the logs go) is a terminal."""
+    return sys.stdout.isatty()
+
+
+@contextmanager
+def _logs_through(console: Any) -> Iterator[None]:
+    """Route terminal log handlers through ``console`` so records print above a live bar."""
+    from rich.logging import RichHandler
+
+    root = logging.getLogger()
+    swapped = [h for h in root.handlers
+               if type(h) is logging.StreamHandler and getattr(h.stream, "isatty", lambda: False)()]
+    rich_handler = RichHandler(console=console, show_path=False, markup=False)
+    rich_handler.setLevel(min((h.level for h in swapped), default=logging.NOTSET))
+    for h in swapped:
+        root.removeHandler(h)
+    if swapped:
+        root.addHandler(rich_handler)
+    try:
+        yield
+    finally:
+        if swapped:
+            root.removeHandler(rich_handler)
+            for h in swapped:
+                root.addHandler(h)
+
+
+class TrainProgress:
+    """Meta-training progress from ``start`` to ``total`` steps.
+
+    Args:
+        total: the last step.
+        start: the step training starts after (0 for a fresh run).
+        log_every: in non-interactive mode, log a line every this many steps.
+        live: draw a rich progress bar (default: when stdout is a terminal).
+    """
+
+    def __init__(self, total: int, start: int = 0, log_every: int = 50,
+                 live: bool | None = None) -> None:
+        self.total, self.start, self.log_every = total, start, max(1, log_every)
+        self.live = interactive() if live is None else live
+        self._t0 = time.perf_counter()
+        self._progress: Any = None
+        self._task: Any = None
+        self._stack: list[Any] = []
+
+    def __enter__(self) -> TrainProgress:
+        self._t0 = time.perf_counter()
+        if self.live:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            self._progress = Progress(
+                TextColumn("[bold]meta-train"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("loss {task.fields[loss]:.3f}  acc {task.fields[acc]:6.1%}"),
+                TextColumn("{task.fields[speed]:.2f} it/s"), TimeElapsedColumn(),
+                TextColumn("eta"), TimeRemainingColumn(),
+                console=Console(file=sys.stdout), transient=False,
+            )
+            ctx = _logs_through(self._progress.console)
+            ctx.__enter__()
+            self._stack.append(ctx)
+            self._progress.__enter__()
+            self._task = self._progress.add_task(
+                "train", total=self.total, completed=self.start, loss=float("nan"),
+                acc=float("nan"), speed=0.0,
+            )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.__exit__(*exc)
+        while self._stack:
+            self._stack.pop().__exit__(*exc)
+
+    def speed(self, step: int) -> float:
+        """Steps per second since this progress started."""
+        return (step - self.start) / max(time.perf_counter() - self._t0, 1e-9)
+
+    def update(self, step: int, loss: float, acc: float) -> None:
+        """Report that ``step`` finished with training ``loss`` and ``acc`` (running means)."""
+        speed = self.speed(step)
+        if self._progress is not None:
+            self._progress.update(self._task, completed=step, loss=loss, acc=acc, speed=speed)
+        elif step % self.log_every == 0 or step == self.total:
+            eta = timedelta(seconds=round((self.total - step) / max(speed, 1e-9)))
+            log.info("step %d/%d  loss %.4f  acc %.2f%%  %.2f it/s  eta %s",
+                     step, self.total, loss, 100 * acc, speed, eta)
+
+
+@contextmanager
+def byte_progress(label: str, total: int, live: bool) -> Iterator[Callable[[int], None]]:
+    """Progress of a download: yields ``advance(n_bytes)``; logs every 10% when not live."""
+    if live:
+        from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
+
+        with Progress(*Progress.get_default_columns(), DownloadColumn(),
+                      TransferSpeedColumn()) as progress:
+            task = progress.add_task(label, total=total or None)
+            yield lambda n: progress.advance(task, n)
+        return
+    done, next_report = 0, 0.1
+
+    def advance(n: int) -> None:
+        nonlocal done, next_report
+        done += n
+        if total and done / total >= next_report:
+            log.info("%s: %d%% of %.1f MB", label, 100 * done // total, total / 1e6)
+            next_report += 0.1
+
+    yield advance

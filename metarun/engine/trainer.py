@@ -1,0 +1,151 @@
+"""The meta-training loop, readable top to bottom.
+
+The trainer alone calls ``zero_grad``, ``backward``, gradient clipping, ``step`` and writes
+checkpoints and metrics. Algorithms only return a differentiable loss.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from metarun.algorithms.base import Algorithm
+from metarun.data.episodes import EpisodeSampler, FixedEpisodes
+from metarun.engine.checkpoint import save_checkpoint
+from metarun.engine.evaluate import evaluate
+from metarun.engine.metrics import MetricsLog
+from metarun.engine.progress import TrainProgress
+from metarun.types import EvalResult
+
+log = logging.getLogger("metarun")
+
+
+class NonFiniteLossError(RuntimeError):
+    """The meta-loss became NaN or infinite; training stopped before the update."""
+
+
+@dataclass
+class TrainResult:
+    best_step: int
+    best_val: EvalResult
+    last_step: int
+    seconds: float
+
+
+class Trainer:
+    """Meta-trains ``algorithm`` on episodes from ``sampler``.
+
+    Args:
+        algorithm: the learner; its parameters are what ``optimizer`` updates.
+        optimizer: built over ``algorithm.parameters()``.
+        sampler: training-split episode sampler (its bank already on the device).
+        val_episodes: fixed validation episodes.
+        iterations: number of meta-updates.
+        meta_batch: tasks per meta-update.
+        eval_every: validate (and checkpoint) every this many steps, and at the last step.
+        log_every: write a training point to ``metrics`` every this many steps.
+        seed: seeds the episode generator.
+        checkpoint_dir: where ``best.pt`` and ``last.pt`` go.
+        metrics: the run's ``metrics.jsonl``.
+        grad_clip: clip the global gradient norm to this value (``None``: no clipping).
+        checkpoint_extra: plain values stored in every checkpoint (the resolved config).
+    """
+
+    def __init__(
+        self,
+        algorithm: Algorithm,
+        optimizer: torch.optim.Optimizer,
+        sampler: EpisodeSampler,
+        val_episodes: FixedEpisodes,
+        iterations: int,
+        meta_batch: int,
+        eval_every: int,
+        log_every: int,
+        seed: int,
+        checkpoint_dir: Path,
+        metrics: MetricsLog,
+        grad_clip: float | None = None,
+        checkpoint_extra: dict[str, Any] | None = None,
+    ) -> None:
+        for key, value in (("train.iterations", iterations), ("train.meta_batch", meta_batch),
+                           ("train.eval_every", eval_every), ("train.log_every", log_every)):
+            if value < 1:
+                raise ValueError(f"{key} must be at least 1; got {value}")
+        if grad_clip is not None and grad_clip <= 0:
+            raise ValueError(f"train.grad_clip must be positive or null; got {grad_clip}")
+        self.algorithm, self.optimizer, self.sampler = algorithm, optimizer, sampler
+        self.val_episodes = val_episodes
+        self.iterations, self.meta_batch = iterations, meta_batch
+        self.eval_every, self.log_every = eval_every, log_every
+        self.grad_clip = grad_clip
+        self.checkpoint_dir = checkpoint_dir
+        self.metrics = metrics
+        self.extra = checkpoint_extra or {}
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def fit(self) -> TrainResult:
+        t0 = time.perf_counter()
+        best: tuple[int, EvalResult] | None = None
+        window_loss = window_acc = 0.0
+        window = 0
+        self.algorithm.train()
+        with TrainProgress(self.iterations, log_every=self.log_every) as progress:
+            for step in range(1, self.iterations + 1):
+                batch = self.sampler.sample(self.meta_batch, self.generator)
+                out = self.algorithm.meta_train_step(batch)
+                loss = out.loss.detach().item()
+                if not math.isfinite(loss):
+                    last = self.checkpoint_dir / "last.pt"
+                    raise NonFiniteLossError(
+                        f"the meta-loss is {loss} at step {step}; stopped before the update. "
+                        f"Last good checkpoint: {last if last.exists() else 'none yet'}"
+                    )
+                self.optimizer.zero_grad(set_to_none=True)
+                out.loss.backward()
+                if self.grad_clip is not None:
+                    torch.nn.utils.clip_grad_norm_(self.algorithm.parameters(), self.grad_clip)
+                self.optimizer.step()
+
+                window_loss += loss
+                window_acc += out.metrics.get("acc", float("nan"))
+                window += 1
+                progress.update(step, window_loss / window, window_acc / window)
+                if step % self.log_every == 0 or step == self.iterations:
+                    self.metrics.write(step, "train", window_loss / window, window_acc / window,
+                                       time.perf_counter() - t0)
+                    window_loss = window_acc = 0.0
+                    window = 0
+
+                if step % self.eval_every == 0 or step == self.iterations:
+                    val = evaluate(self.algorithm, self.val_episodes)
+                    self.algorithm.train()
+                    self.metrics.write(step, "val", val.loss, val.acc, time.perf_counter() - t0,
+                                       ci95=val.ci95)
+                    improved = best is None or val.acc > best[1].acc
+                    log.info("step %d: val acc %.2f%% ± %.2f%% over %d episodes%s", step,
+                             100 * val.acc, 100 * val.ci95, val.episodes,
+                             " (best so far)" if improved else "")
+                    if improved:
+                        best = (step, val)
+                        self._save("best.pt", step, val, best)
+                    self._save("last.pt", step, val, best)
+        assert best is not None  # the last step always validates
+        return TrainResult(best[0], best[1], self.iterations, time.perf_counter() - t0)
+
+    def _save(self, name: str, step: int, val: EvalResult,
+              best: tuple[int, EvalResult] | None) -> None:
+        save_checkpoint(self.checkpoint_dir / name, {
+            "step": step,
+            "algorithm": self.algorithm.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "val": val.as_dict(),
+            "best": None if best is None else {"step": best[0], **best[1].as_dict()},
+            "rng": {"episodes": self.generator.get_state(), "torch": torch.get_rng_state()},
+            **self.extra,
+        })

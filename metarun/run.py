@@ -1,0 +1,120 @@
+"""One run: build everything from the config, meta-train, meta-test, write the summary.
+
+:func:`run` is the only code that reads the config. Everything it builds takes explicit
+arguments; objects that exist only at run time (the backbone, the input shape) are passed when
+instantiating, never written back into the config.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from metarun.algorithms.base import Algorithm
+from metarun.data.episodes import EpisodeSampler, FixedEpisodes
+from metarun.device import resolve_device
+from metarun.engine.checkpoint import load_checkpoint
+from metarun.engine.evaluate import evaluate
+from metarun.engine.metrics import MetricsLog
+from metarun.engine.trainer import Trainer
+from metarun.types import RunResult, Split
+
+log = logging.getLogger("metarun")
+
+
+def build_algorithm(cfg: DictConfig, image_shape: tuple[int, int, int]) -> Algorithm:
+    """The backbone and algorithm of ``cfg``, freshly initialised (on the CPU)."""
+    backbone = instantiate(cfg.backbone, input_shape=image_shape)
+    algorithm = instantiate(cfg.algo, backbone=backbone)
+    if not isinstance(algorithm, Algorithm):
+        raise TypeError(f"algo._target_ must build a metarun Algorithm; got {type(algorithm)}")
+    return algorithm
+
+
+def run(cfg: DictConfig, output_dir: str | Path) -> RunResult:
+    """Meta-train and meta-test as ``cfg`` says; write everything under ``output_dir``.
+
+    Writes ``metrics.jsonl``, ``checkpoints/best.pt``, ``checkpoints/last.pt`` and, last,
+    ``summary.json``. Returns the summary; its best validation accuracy is the sweep objective.
+    """
+    t0 = time.perf_counter()
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(cfg.device.name)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = bool(cfg.device.cudnn_benchmark)
+    task, ev = cfg.task, cfg.eval
+
+    dataset = instantiate(cfg.data)
+    torch.manual_seed(cfg.seed)  # model initialisation; episodes use their own generators
+    algorithm = build_algorithm(cfg, dataset.image_shape)
+    algorithm.check_task(task.ways)
+    algorithm.check_task(ev.ways)
+
+    splits = {s: bank.to(device) for s, bank in dataset.load().items()}
+    train_sampler = EpisodeSampler(splits[Split.TRAIN], task.ways, task.shots, task.queries)
+    val = FixedEpisodes(EpisodeSampler(splits[Split.VAL], ev.ways, ev.shots, ev.queries),
+                        ev.val_episodes, cfg.seed, Split.VAL.value)
+    test = FixedEpisodes(EpisodeSampler(splits[Split.TEST], ev.ways, ev.shots, ev.queries),
+                         ev.test_episodes, cfg.seed, Split.TEST.value)
+    log.info("device %s | %d/%d/%d train/val/test classes | %d-way %d-shot %d-query | %s",
+             device, *(splits[s].num_classes for s in Split), task.ways, task.shots,
+             task.queries, type(algorithm).__name__)
+
+    algorithm.to(device)
+    optimizer = instantiate(cfg.optim)(algorithm.parameters())  # optim configs are _partial_
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    metrics = MetricsLog(out / "metrics.jsonl")
+    try:
+        trainer = Trainer(
+            algorithm, optimizer, train_sampler, val,
+            iterations=cfg.train.iterations, meta_batch=cfg.train.meta_batch,
+            eval_every=cfg.train.eval_every, log_every=cfg.train.log_every, seed=cfg.seed,
+            checkpoint_dir=out / "checkpoints", metrics=metrics,
+            grad_clip=cfg.train.grad_clip, checkpoint_extra={"config": resolved},
+        )
+        trained = trainer.fit()
+
+        best = load_checkpoint(out / "checkpoints" / "best.pt", map_location=device)
+        algorithm.load_state_dict(best["algorithm"])
+        result = evaluate(algorithm, test)
+        seconds = time.perf_counter() - t0
+        metrics.write(trained.best_step, "test", result.loss, result.acc, seconds,
+                      ci95=result.ci95)
+    finally:
+        metrics.close()
+
+    summary: dict[str, Any] = {
+        "status": "completed",
+        "algo": cfg.algo._target_.rsplit(".", 1)[-1],
+        "task": {"ways": task.ways, "shots": task.shots, "queries": task.queries},
+        "eval_task": {"ways": ev.ways, "shots": ev.shots, "queries": ev.queries},
+        "test": {**result.as_dict(), "episodes_sha256": test.digest()},
+        "val": {"best_acc": trained.best_val.acc, "best_ci95": trained.best_val.ci95,
+                "episodes": trained.best_val.episodes, "episodes_sha256": val.digest()},
+        "best_step": trained.best_step,
+        "steps": trained.last_step,
+        "seconds": round(seconds, 2),
+        "train_seconds": round(trained.seconds, 2),
+        "device": str(device),
+        "bn_mode": algorithm.bn_mode,
+        "seed": cfg.seed,
+    }
+    _write_json(out / "summary.json", summary)
+    log.info("test acc %.2f%% ± %.2f%% (95%% CI, %d episodes, %d-way %d-shot)",
+             100 * result.acc, 100 * result.ci95, result.episodes, ev.ways, ev.shots)
+    return RunResult(summary=summary, output_dir=str(out))
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)

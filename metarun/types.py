@@ -1,0 +1,124 @@
+"""Plain data types that cross module boundaries.
+
+Naming follows the field's convention: *support* and *query* are the two halves of one task,
+*train*, *val* and *test* are only ever dataset splits (sets of classes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field, fields, replace
+from enum import Enum
+from typing import Any, TypeVar
+
+import torch
+from torch import Tensor
+
+
+class Split(str, Enum):
+    """A dataset split: a set of classes, disjoint from the other splits."""
+
+    TRAIN = "train"
+    VAL = "val"
+    TEST = "test"
+
+
+_T = TypeVar("_T", bound="_Tensors")
+
+
+class _Tensors:
+    """Mixin for frozen dataclasses whose fields are all tensors."""
+
+    def to(self: _T, device: torch.device | str) -> _T:
+        """A copy with every tensor moved to ``device``."""
+        moved = {f.name: getattr(self, f.name).to(device, non_blocking=True)
+                 for f in fields(self)}  # type: ignore[arg-type]
+        return replace(self, **moved)  # type: ignore[type-var]
+
+
+@dataclass(frozen=True)
+class Episode(_Tensors):
+    """One N-way K-shot task.
+
+    Attributes:
+        support_x: ``[N*K, C, H, W]`` float images.
+        support_y: ``[N*K]`` episode-local labels in ``0..N-1``.
+        query_x: ``[N*Q, C, H, W]`` float images, disjoint from the support images.
+        query_y: ``[N*Q]`` episode-local labels.
+        class_ids: ``[N]`` global class ids; ``class_ids[i]`` is the class labelled ``i``.
+    """
+
+    support_x: Tensor
+    support_y: Tensor
+    query_x: Tensor
+    query_y: Tensor
+    class_ids: Tensor
+
+    @property
+    def ways(self) -> int:
+        return int(self.class_ids.shape[-1])
+
+
+@dataclass(frozen=True)
+class EpisodeBatch(_Tensors):
+    """T episodes of the same shape, stacked on a leading task dimension.
+
+    Attributes have the shapes of :class:`Episode` with ``T`` in front, so an algorithm can
+    loop over ``batch`` (yielding :class:`Episode`) or vectorise over the first dimension.
+    """
+
+    support_x: Tensor
+    support_y: Tensor
+    query_x: Tensor
+    query_y: Tensor
+    class_ids: Tensor
+
+    def __len__(self) -> int:
+        return int(self.support_x.shape[0])
+
+    def __getitem__(self, i: int) -> Episode:
+        return Episode(
+            self.support_x[i], self.support_y[i], self.query_x[i], self.query_y[i],
+            self.class_ids[i],
+        )
+
+    def __iter__(self) -> Iterator[Episode]:
+        return (self[i] for i in range(len(self)))
+
+
+@dataclass
+class StepOutput:
+    """What one meta-training step returns: a differentiable loss and detached metrics."""
+
+    loss: Tensor
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Meta-test result over a fixed set of episodes.
+
+    ``ci95`` is the half-width of the normal-approximation 95% confidence interval of the
+    mean per-episode accuracy: ``1.96 * std(ddof=1) / sqrt(episodes)``.
+    """
+
+    acc: float
+    ci95: float
+    loss: float
+    episodes: int
+
+    def as_dict(self) -> dict[str, float | int]:
+        return {"acc": self.acc, "ci95": self.ci95, "loss": self.loss, "episodes": self.episodes}
+
+
+@dataclass
+class RunResult:
+    """What :func:`metarun.run.run` returns: the summary it wrote, and where."""
+
+    summary: dict[str, Any]
+    output_dir: str
+
+    @property
+    def objective(self) -> float:
+        """The sweep objective: best validation accuracy."""
+        return float(self.summary["val"]["best_acc"])
