@@ -126,8 +126,7 @@ class EpisodeSampler:
         images = torch.rand(n, self.ways, self.bank.per_class, generator=generator)
         images = images.topk(n_img, dim=-1).indices
         if not self._group_classes:
-            keys = torch.rand(n, self.bank.num_classes, generator=generator)
-            classes = keys.topk(self.ways, dim=-1).indices
+            classes = _distinct(n, self.ways, self.bank.num_classes, generator)
         else:
             picks = torch.randint(len(self._group_classes), (n,), generator=generator)
             rows = []
@@ -140,13 +139,15 @@ class EpisodeSampler:
 
     def materialize(self, index: EpisodeIndex) -> EpisodeBatch:
         """Gather the pixels of ``index`` on the bank's device."""
-        device = self.bank.images.device
-        classes = index.classes.to(device)
-        images = index.images.to(device)
+        bank = self.bank.images
+        device = bank.device
         t, n, k = len(index), self.ways, self.shots
-        x = self.bank.images[classes[..., None], images]  # [T, N, K+Q, C, H, W]
-        x = to_float(x)
+        flat = (index.classes[..., None] * self.bank.per_class + index.images).flatten()
+        # index_select on the flattened bank is a row copy: far faster than 2-D fancy indexing.
+        x = bank.flatten(0, 1).index_select(0, flat.to(device))
+        x = to_float(x).view(t, n, self.shots + self.queries, *bank.shape[2:])
         shape = x.shape[3:]
+        classes = index.classes.to(device)
         labels = torch.arange(n, device=device)
         return EpisodeBatch(
             support_x=x[:, :, :k].reshape(t, n * k, *shape),
@@ -159,6 +160,24 @@ class EpisodeSampler:
     def sample(self, n: int, generator: torch.Generator) -> EpisodeBatch:
         """Draw and gather ``n`` episodes."""
         return self.materialize(self.sample_indices(n, generator))
+
+
+def _distinct(n: int, k: int, population: int, generator: torch.Generator) -> Tensor:
+    """``[n, k]`` rows of ``k`` distinct values from ``range(population)``, uniformly ordered.
+
+    With a population much larger than ``k``, draw with replacement and redraw the rows that
+    hold a repeat (exact rejection sampling, and cheap: few rows repeat); otherwise take the
+    top ``k`` of random keys.
+    """
+    if k * k > population:
+        return torch.rand(n, population, generator=generator).topk(k, dim=-1).indices
+    rows = torch.randint(population, (n, k), generator=generator)
+    while True:
+        ordered = rows.sort(dim=-1).values
+        repeats = (ordered[:, 1:] == ordered[:, :-1]).any(dim=-1)
+        if not bool(repeats.any()):
+            return rows
+        rows[repeats] = torch.randint(population, (int(repeats.sum()), k), generator=generator)
 
 
 def episode_seed(seed: int, split: str, index: int) -> int:

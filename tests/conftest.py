@@ -1,0 +1,58 @@
+"""Shared fixtures. Tests never download: Omniglot comes from ``$METARUN_DATA`` or the
+workspace copy in ``../shared/data``; the decoded cache is built once per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _data_root() -> Path:
+    env = os.environ.get("METARUN_DATA")
+    return Path(env).resolve() if env else (REPO.parent / "shared" / "data").resolve()
+
+
+DATA_ROOT = _data_root()
+HAVE_OMNIGLOT = (DATA_ROOT / "omniglot" / "images_background.zip").exists() or (
+    DATA_ROOT / "omniglot" / "images_background"
+).is_dir()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    skip_cuda = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "cuda" in item.keywords and not torch.cuda.is_available():
+            item.add_marker(skip_cuda)
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    if not HAVE_OMNIGLOT:
+        pytest.fail(f"Omniglot not found under {DATA_ROOT}/omniglot; set METARUN_DATA")
+    return DATA_ROOT
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One decoded-Omniglot cache for the whole session (also used by CLI subprocesses)."""
+    path = Path(os.environ.get("METARUN_TEST_CACHE") or tmp_path_factory.mktemp("cache"))
+    return path
+
+
+@pytest.fixture(scope="session")
+def env(data_root: Path, cache_dir: Path) -> dict[str, str]:
+    """Environment for ``metarun`` subprocesses: the shared data and the session cache."""
+    return {**os.environ, "METARUN_DATA": str(data_root), "METARUN_CACHE": str(cache_dir)}
+
+
+@pytest.fixture(scope="session")
+def omniglot(data_root: Path, cache_dir: Path):  # type: ignore[no-untyped-def]
+    """Loaded Omniglot splits (maml protocol, rotations) as ``dict[Split, ClassImages]``."""
+    from metarun.data.omniglot import Omniglot
+
+    return Omniglot(str(data_root), str(cache_dir)).load()

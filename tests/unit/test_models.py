@@ -1,0 +1,61 @@
+"""Backbones and the batch-norm mode of meta-testing."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from metarun.algorithms.protonet import ProtoNet
+from metarun.backbones.conv4 import Conv4
+
+
+@pytest.mark.parametrize(("shape", "dim"), [((1, 28, 28), 64), ((3, 84, 84), 1600)])
+def test_conv4_embedding_size(shape: tuple[int, int, int], dim: int) -> None:
+    net = Conv4(shape)
+    assert net.out_dim == dim
+    assert net(torch.rand(2, *shape)).shape == (2, dim)
+
+
+def test_conv4_rejects_too_many_layers() -> None:
+    with pytest.raises(ValueError, match="backbone.layers"):
+        Conv4((1, 8, 8), layers=4)
+
+
+def _bn(model: torch.nn.Module) -> torch.nn.BatchNorm2d:
+    return next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+
+
+def test_bn_batch_mode_uses_task_statistics_and_leaves_running_stats() -> None:
+    torch.manual_seed(0)
+    model = ProtoNet(Conv4((1, 28, 28)), bn_mode="batch")
+    model.train()
+    bn = _bn(model)
+    mean, count = bn.running_mean.clone(), int(bn.num_batches_tracked)
+    x = torch.rand(10, 1, 28, 28) * 5 + 3  # far from the running statistics (0, 1)
+    logits = model.adapt(x[:5], torch.arange(5))(x[5:])
+    assert torch.equal(bn.running_mean, mean) and int(bn.num_batches_tracked) == count
+    assert model.training and bn.track_running_stats  # modes restored afterwards
+    with torch.no_grad():  # batch statistics: same as a train-mode forward
+        expected = -torch.cdist(model.backbone(x[5:]), model.backbone(x[:5])) ** 2
+    torch.testing.assert_close(logits, expected, rtol=1e-4, atol=1e-3)
+
+
+def test_bn_running_mode_uses_running_statistics() -> None:
+    torch.manual_seed(0)
+    batch_model = ProtoNet(Conv4((1, 28, 28)), bn_mode="batch")
+    running_model = ProtoNet(Conv4((1, 28, 28)), bn_mode="running")
+    running_model.load_state_dict(batch_model.state_dict())
+    x = torch.rand(10, 1, 28, 28) * 5 + 3
+    a = batch_model.adapt(x[:5], torch.arange(5))(x[5:])
+    b = running_model.adapt(x[:5], torch.arange(5))(x[5:])
+    running_model.eval()
+    with torch.no_grad():
+        expected = -torch.cdist(running_model.backbone(x[5:]),
+                                running_model.backbone(x[:5])) ** 2
+    torch.testing.assert_close(b, expected, rtol=1e-4, atol=1e-2)
+    assert not torch.allclose(a, b)
+
+
+def test_bad_bn_mode() -> None:
+    with pytest.raises(ValueError, match="algo.bn_mode"):
+        ProtoNet(Conv4((1, 28, 28)), bn_mode="frozen")
