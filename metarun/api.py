@@ -41,7 +41,7 @@ def check_targets(node: Any, where: str = "config") -> None:
                     f"{where}._target_ = {value!r} is not allowed; targets must start with "
                     f"one of {', '.join(ALLOWED_TARGETS)}"
                 )
-            check_targets(value, f"{where}.{key}")
+            check_targets(value, f"{where}.{key!s}")
     elif isinstance(node, (list, tuple, ListConfig)):
         for i, value in enumerate(node):
             check_targets(value, f"{where}[{i}]")

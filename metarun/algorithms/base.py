@@ -103,7 +103,7 @@ class Algorithm(nn.Module, ABC):
         try:
             yield
         finally:
-            for m, t in zip(norms, tracked):
+            for m, t in zip(norms, tracked, strict=True):
                 m.track_running_stats = t
             self.train(was_training)
 

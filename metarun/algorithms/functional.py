@@ -52,7 +52,7 @@ def inner_loop(
             )
             fast = {
                 name: w if g is None else w - _step_size(lr, name) * g
-                for (name, w), g in zip(fast.items(), grads)
+                for (name, w), g in zip(fast.items(), grads, strict=True)
             }
     return fast
 

@@ -58,7 +58,8 @@ class MAML(Algorithm):
                 f"got {inner_steps}, {test_inner_steps}"
             )
         self.ways = ways
-        self.net = nn.Sequential(backbone, nn.Linear(int(backbone.out_dim), ways))
+        out_dim: int = backbone.out_dim  # type: ignore[assignment]
+        self.net = nn.Sequential(backbone, nn.Linear(out_dim, ways))
         self.inner_lr, self.inner_steps = float(inner_lr), int(inner_steps)
         self.test_inner_lr = float(inner_lr if test_inner_lr is None else test_inner_lr)
         self.test_inner_steps = int(test_inner_steps)

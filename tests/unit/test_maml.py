@@ -85,7 +85,7 @@ def test_first_order_is_query_gradient_at_adapted_weights() -> None:
                                    task.support_y)
             grads = torch.autograd.grad(loss, list(fast.values()))
             fast = {k: (v - 0.5 * g).detach().requires_grad_()
-                    for (k, v), g in zip(fast.items(), grads)}
+                    for (k, v), g in zip(fast.items(), grads, strict=True)}
         q = F.cross_entropy(functional_call(model.net, fast, (task.query_x,)), task.query_y)
         expected += torch.cat([g.flatten() for g in torch.autograd.grad(q, list(fast.values()))])
     torch.testing.assert_close(analytic, expected / len(batch), rtol=1e-10, atol=1e-12)
@@ -119,7 +119,7 @@ def test_adaptation_leaves_meta_parameters_alone() -> None:
     before = [p.detach().clone() for p in model.parameters()]
     logits = model.adapt(batch.support_x[0], batch.support_y[0])(batch.query_x[0])
     assert logits.shape == (WAYS * QUERIES, WAYS)
-    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
 
 
 def test_wrong_way_count_is_rejected() -> None:

@@ -38,7 +38,8 @@ def test_episode_invariants(classes: int) -> None:
         support, query = _decode(ep.support_x), _decode(ep.query_x)
         assert not set(support) & set(query)  # disjoint support and query images
         assert len(set(support)) == 10 and len(set(query)) == 15
-        for (cls, _), label in zip(support + query, ep.support_y.tolist() + ep.query_y.tolist()):
+        labels = ep.support_y.tolist() + ep.query_y.tolist()
+        for (cls, _), label in zip(support + query, labels, strict=True):
             assert cls == int(ep.class_ids[label])  # label i is class_ids[i]
 
 
