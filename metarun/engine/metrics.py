@@ -8,7 +8,7 @@ from typing import IO
 
 
 class MetricsLog:
-    """Appends ``{"step", "split", "loss", "acc", "seconds", ...}`` lines to a file."""
+    """Writes ``{"step", "split", "loss", "acc", "seconds", ...}`` lines to a new file."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)

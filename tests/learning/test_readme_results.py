@@ -1,0 +1,28 @@
+"""The README's result table, re-run: the default schedules as a user types them (slow, ~15 min).
+
+Run with ``python -m pytest -m slow``; CI runs them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.integration.cli import metarun
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("algo", "floor"), [
+    ("protonet", 0.93),  # README: 95.79% +/- 0.43%
+    ("maml", 0.90),      # README: 94.02% +/- 0.50%
+])
+def test_default_schedule(algo: str, floor: float, env: dict[str, str], tmp_path: Path) -> None:
+    proc = metarun([f"algo={algo}", "data=omniglot", "device=cpu",
+                    f"hydra.run.dir={tmp_path / 'run'}"], env, tmp_path, timeout=1800)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    print(proc.stdout.strip().splitlines()[-1])
+    assert summary["test"]["episodes"] == 600
+    assert summary["test"]["acc"] > floor, summary["test"]
