@@ -16,9 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from _common import omniglot_train, sampler_5w1s15q, time_ms
 from metarun.algorithms.maml import MAML
 from metarun.backbones.conv4 import Conv4
+
+from _common import omniglot_train, sampler_5w1s15q, time_ms
 
 
 def main() -> None:

@@ -112,7 +112,8 @@ def test_cuda_without_cuda_fails_clearly(env: dict[str, str], tmp_path: Path) ->
         assert not list((tmp_path / "outputs").rglob("summary.json"))
 
 
-def test_multirun_jobs_follow_the_contract(env: dict[str, str], tmp_path: Path) -> None:
+def test_multirun_jobs_follow_the_contract(env: dict[str, str], tmp_path: Path,
+                                           tiny_run) -> None:  # type: ignore[no-untyped-def]
     sweep = tmp_path / "sweep"
     proc = metarun(["-m", "algo=protonet", "seed=0,1", *TINY, f"hydra.sweep.dir={sweep}"],
                    env, tmp_path)
@@ -120,6 +121,10 @@ def test_multirun_jobs_follow_the_contract(env: dict[str, str], tmp_path: Path) 
     summaries = [json.loads((sweep / str(i) / "summary.json").read_text()) for i in (0, 1)]
     assert [s["seed"] for s in summaries] == [0, 1]
     assert summaries[0]["test"]["episodes_sha256"] != summaries[1]["test"]["episodes_sha256"]
+    # Same seed and task: ProtoNet is tested on exactly the episodes MAML was tested on.
+    maml = json.loads((tiny_run[1] / "summary.json").read_text())
+    assert maml["algo"] == "MAML" and summaries[0]["algo"] == "ProtoNet"
+    assert summaries[0]["test"]["episodes_sha256"] == maml["test"]["episodes_sha256"]
 
 
 def test_failing_multirun_job_fails_the_sweep(env: dict[str, str], tmp_path: Path) -> None:
