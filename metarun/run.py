@@ -19,7 +19,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from metarun.algorithms.base import Algorithm
-from metarun.data.episodes import EpisodeSampler, FixedEpisodes
+from metarun.data.episodes import ClassImages, EpisodeSampler, FixedEpisodes
 from metarun.device import resolve_device
 from metarun.engine.checkpoint import load_checkpoint
 from metarun.engine.evaluate import evaluate
@@ -37,6 +37,15 @@ def build_algorithm(cfg: DictConfig, image_shape: tuple[int, int, int]) -> Algor
     if not isinstance(algorithm, Algorithm):
         raise TypeError(f"algo._target_ must build a metarun Algorithm; got {type(algorithm)}")
     return algorithm
+
+
+def fixed_episodes(cfg: DictConfig, splits: dict[Split, ClassImages],
+                   split: Split) -> FixedEpisodes:
+    """The run's fixed validation or test episodes (shape from ``cfg.eval``)."""
+    ev = cfg.eval
+    count = ev.val_episodes if split is Split.VAL else ev.test_episodes
+    sampler = EpisodeSampler(splits[split], ev.ways, ev.shots, ev.queries)
+    return FixedEpisodes(sampler, count, cfg.seed, split.value)
 
 
 def run(cfg: DictConfig, output_dir: str | Path) -> RunResult:
@@ -61,10 +70,8 @@ def run(cfg: DictConfig, output_dir: str | Path) -> RunResult:
 
     splits = {s: bank.to(device) for s, bank in dataset.load().items()}
     train_sampler = EpisodeSampler(splits[Split.TRAIN], task.ways, task.shots, task.queries)
-    val = FixedEpisodes(EpisodeSampler(splits[Split.VAL], ev.ways, ev.shots, ev.queries),
-                        ev.val_episodes, cfg.seed, Split.VAL.value)
-    test = FixedEpisodes(EpisodeSampler(splits[Split.TEST], ev.ways, ev.shots, ev.queries),
-                         ev.test_episodes, cfg.seed, Split.TEST.value)
+    val = fixed_episodes(cfg, splits, Split.VAL)
+    test = fixed_episodes(cfg, splits, Split.TEST)
     log.info("device %s | %d/%d/%d train/val/test classes | %d-way %d-shot %d-query | %s",
              device, *(splits[s].num_classes for s in Split), task.ways, task.shots,
              task.queries, type(algorithm).__name__)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -68,31 +68,51 @@ class MAML(Algorithm):
     def check_task(self, ways: int) -> None:
         if ways != self.ways:
             raise ValueError(
-                f"MAML's head is {self.ways}-way, so it can only be evaluated on "
-                f"{self.ways}-way tasks; got {ways}-way"
+                f"{type(self).__name__}'s head is {self.ways}-way, so it can only be evaluated "
+                f"on {self.ways}-way tasks; got {ways}-way"
             )
 
+    # -- what the family's variants change ------------------------------------------------
+
+    def _learner(self) -> nn.Module:
+        """The module whose parameters the inner loop adapts (MAML: all of them)."""
+        return self.net
+
+    def _features(self, x: Tensor) -> Tensor:
+        """The learner's input, computed with meta-parameters only (MAML: the images)."""
+        return x
+
+    def _step_size(self, training: bool) -> float | Mapping[str, Tensor]:
+        """Inner step size: a number, or a tensor per learner parameter."""
+        return self.inner_lr if training else self.test_inner_lr
+
+    # -- the algorithm ----------------------------------------------------------------------
+
     def meta_train_step(self, batch: EpisodeBatch) -> StepOutput:
-        params = dict(self.net.named_parameters())
+        learner = self._learner()
+        params = dict(learner.named_parameters())
         losses, accs = [], []
         for task in batch:
             fast = inner_loop(
-                self.net, params, task.support_x, task.support_y, F.cross_entropy,
-                steps=self.inner_steps, lr=self.inner_lr, create_graph=not self.first_order,
+                learner, params, self._features(task.support_x), task.support_y,
+                F.cross_entropy, steps=self.inner_steps, lr=self._step_size(True),
+                create_graph=not self.first_order,
             )
-            loss, acc = classification_loss(
-                functional_call(self.net, fast, (task.query_x,)), task.query_y
-            )
+            logits = functional_call(learner, fast, (self._features(task.query_x),))
+            loss, acc = classification_loss(logits, task.query_y)
             losses.append(loss)
             accs.append(acc)
         return StepOutput(torch.stack(losses).mean(), {"acc": float(torch.stack(accs).mean())})
 
     def _adapt(self, support_x: Tensor, support_y: Tensor) -> Callable[[Tensor], Tensor]:
         self.check_task(int(support_y.max()) + 1)
-        params = {k: v.detach().requires_grad_() for k, v in self.net.named_parameters()}
+        learner = self._learner()
+        params = {k: v.detach().requires_grad_() for k, v in learner.named_parameters()}
+        with torch.no_grad():
+            features = self._features(support_x)
         fast = inner_loop(
-            self.net, params, support_x, support_y, F.cross_entropy,
-            steps=self.test_inner_steps, lr=self.test_inner_lr, create_graph=False,
+            learner, params, features, support_y, F.cross_entropy,
+            steps=self.test_inner_steps, lr=self._step_size(False), create_graph=False,
         )
         fast = {k: v.detach() for k, v in fast.items()}
-        return lambda query_x: functional_call(self.net, fast, (query_x,))
+        return lambda query_x: functional_call(learner, fast, (self._features(query_x),))

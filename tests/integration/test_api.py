@@ -13,8 +13,7 @@ from hydra import compose, initialize_config_dir
 
 import metarun
 from metarun.cli import _config_dir
-from metarun.data.episodes import EpisodeSampler, FixedEpisodes
-from metarun.run import run
+from metarun.run import fixed_episodes, run
 from metarun.types import Split
 from tests.integration.cli import TINY
 
@@ -39,9 +38,7 @@ def test_learner_reproduces_the_runs_test_accuracy(finished: Path, omniglot) -> 
     learner = metarun.load(str(finished / "checkpoints" / "best.pt"), device="cpu")
     summary = json.loads((finished / "summary.json").read_text())
     cfg = learner.config
-    sampler = EpisodeSampler(omniglot[Split.TEST], cfg.eval.ways, cfg.eval.shots,
-                             cfg.eval.queries)
-    episodes = FixedEpisodes(sampler, cfg.eval.test_episodes, cfg.seed, "test")
+    episodes = fixed_episodes(cfg, omniglot, Split.TEST)
     assert episodes.digest() == summary["test"]["episodes_sha256"]
     accs = []
     for ep in episodes:

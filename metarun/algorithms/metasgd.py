@@ -1,0 +1,54 @@
+"""Meta-SGD (Li, Zhou, Chen & Li, 2017): learn the initialisation and a per-element step size."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor, nn
+
+from metarun.algorithms.maml import MAML
+
+
+class MetaSGD(MAML):
+    """MAML with a learned inner step size for every element of every parameter.
+
+    The step sizes start at ``inner_lr``, are meta-parameters trained with the initialisation,
+    and are used both in meta-training and at meta-test (so there is no ``test_inner_lr``).
+    They are unconstrained, as in the paper: a step size may turn negative.
+
+    Args:
+        backbone: feature extractor with ``out_dim``.
+        ways: classes per task.
+        inner_lr: initial value of every step size.
+        inner_steps: inner steps during meta-training (the paper: 1).
+        test_inner_steps: inner steps at meta-test.
+        first_order: drop second-order terms (step sizes still get gradients).
+        bn_mode: see :class:`~metarun.algorithms.base.Algorithm`.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        ways: int,
+        inner_lr: float = 0.4,
+        inner_steps: int = 1,
+        test_inner_steps: int = 1,
+        first_order: bool = False,
+        bn_mode: str = "batch",
+    ) -> None:
+        super().__init__(backbone, ways, inner_lr=inner_lr, inner_steps=inner_steps,
+                         test_inner_steps=test_inner_steps, first_order=first_order,
+                         bn_mode=bn_mode)
+        # ParameterDict keys may not contain dots: "0.features.0.weight" -> "0-features-0-weight".
+        self.step_sizes = nn.ParameterDict({
+            _key(name): nn.Parameter(torch.full_like(p, inner_lr))
+            for name, p in self.net.named_parameters()
+        })
+
+    def _step_size(self, training: bool) -> float | Mapping[str, Tensor]:
+        return {name: self.step_sizes[_key(name)] for name, _ in self.net.named_parameters()}
+
+
+def _key(name: str) -> str:
+    return name.replace(".", "-")

@@ -1,0 +1,103 @@
+"""Reptile (Nichol, Achiam & Schulman, 2018): move the initialisation toward adapted weights."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from metarun.algorithms.base import classification_loss
+from metarun.algorithms.maml import MAML
+from metarun.types import EpisodeBatch, StepOutput
+
+INNER_OPTIMIZERS = ("sgd", "adam")
+
+
+class Reptile(MAML):
+    """Train a copy of the weights on each task, then pull the initialisation toward it.
+
+    For each task, ``inner_steps`` full-batch steps of SGD or Adam (Adam with
+    ``beta1 = 0``, as in the paper) on all of the task's labelled images (support and query)
+    give adapted weights ``phi``. The meta-loss is ``0.5 * ||theta - mean(phi)||^2`` over the
+    meta-batch, whose gradient is ``theta - mean(phi)``: one step of plain SGD with learning
+    rate ``epsilon`` (``optim=sgd optim.lr=epsilon optim.momentum=0``) is exactly the batched
+    Reptile update ``theta <- theta + epsilon * (mean(phi) - theta)``; ``train.meta_batch=1``
+    is serial Reptile. Another meta-optimizer (Adam) treats ``theta - mean(phi)`` as a gradient.
+    No second-order terms. Meta-test fine-tunes on the support set the same way, with
+    ``test_inner_steps`` steps of size ``test_inner_lr``.
+
+    The logged training loss is that distance; the logged accuracy is the adapted weights'
+    accuracy on the task's own images.
+
+    Args:
+        backbone: feature extractor with ``out_dim``.
+        ways: classes per task.
+        inner_lr: inner step size during meta-training.
+        inner_steps: inner steps per task during meta-training.
+        inner_optimizer: ``"sgd"`` or ``"adam"``.
+        test_inner_lr: inner step size at meta-test (default: ``inner_lr``).
+        test_inner_steps: inner steps at meta-test.
+        bn_mode: see :class:`~metarun.algorithms.base.Algorithm`.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        ways: int,
+        inner_lr: float = 0.001,
+        inner_steps: int = 5,
+        inner_optimizer: str = "adam",
+        test_inner_lr: float | None = None,
+        test_inner_steps: int = 50,
+        bn_mode: str = "batch",
+    ) -> None:
+        super().__init__(backbone, ways, inner_lr=inner_lr, inner_steps=inner_steps,
+                         test_inner_lr=test_inner_lr, test_inner_steps=test_inner_steps,
+                         first_order=True, bn_mode=bn_mode)
+        if inner_optimizer not in INNER_OPTIMIZERS:
+            raise ValueError(
+                f"algo.inner_optimizer must be one of {INNER_OPTIMIZERS}; got {inner_optimizer!r}"
+            )
+        self.inner_optimizer = inner_optimizer
+
+    def fine_tune(self, x: Tensor, y: Tensor, steps: int, lr: float) -> dict[str, Tensor]:
+        """Weights after ``steps`` full-batch steps on ``(x, y)``, starting from the current ones.
+
+        Returns detached tensors; the module's own parameters are not changed.
+        """
+        fast = {n: p.detach().clone().requires_grad_() for n, p in self.net.named_parameters()}
+        params = list(fast.values())
+        opt: torch.optim.Optimizer = (
+            torch.optim.Adam(params, lr=lr, betas=(0.0, 0.999))
+            if self.inner_optimizer == "adam" else torch.optim.SGD(params, lr=lr)
+        )
+        with torch.enable_grad():
+            for _ in range(steps):
+                loss = F.cross_entropy(functional_call(self.net, fast, (x,)), y)
+                for p, g in zip(params, torch.autograd.grad(loss, params), strict=True):
+                    p.grad = g
+                opt.step()
+        return {n: p.detach() for n, p in fast.items()}
+
+    def meta_train_step(self, batch: EpisodeBatch) -> StepOutput:
+        adapted, accs = [], []
+        for task in batch:
+            x = torch.cat([task.support_x, task.query_x])
+            y = torch.cat([task.support_y, task.query_y])
+            phi = self.fine_tune(x, y, self.inner_steps, self.inner_lr)
+            with torch.no_grad():
+                accs.append(classification_loss(functional_call(self.net, phi, (x,)), y)[1])
+            adapted.append(phi)
+        loss = torch.stack([
+            0.5 * (p - torch.stack([phi[n] for phi in adapted]).mean(0)).pow(2).sum()
+            for n, p in self.net.named_parameters()
+        ]).sum()
+        return StepOutput(loss, {"acc": float(torch.stack(accs).mean())})
+
+    def _adapt(self, support_x: Tensor, support_y: Tensor) -> Callable[[Tensor], Tensor]:
+        self.check_task(int(support_y.max()) + 1)
+        phi = self.fine_tune(support_x, support_y, self.test_inner_steps, self.test_inner_lr)
+        return lambda query_x: functional_call(self.net, phi, (query_x,))

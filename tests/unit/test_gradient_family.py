@@ -1,0 +1,101 @@
+"""ANIL, Meta-SGD and Reptile: the properties that define each, on small models."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call
+
+from metarun.algorithms.anil import ANIL
+from metarun.algorithms.functional import inner_loop
+from metarun.algorithms.metasgd import MetaSGD
+from metarun.algorithms.reptile import Reptile
+from tests.unit.test_maml import WAYS, Tiny, _batch
+
+
+def test_anil_adapts_only_the_head() -> None:
+    torch.manual_seed(0)
+    model = ANIL(Tiny(), ways=WAYS, inner_lr=0.5, inner_steps=2, bn_mode="running").double()
+    task = _batch()[0]
+    learner = model._learner()
+    fast = inner_loop(learner, dict(learner.named_parameters()),
+                      model._features(task.support_x), task.support_y, F.cross_entropy,
+                      steps=2, lr=0.5, create_graph=False)
+    assert set(fast) == {"weight", "bias"}  # the head's parameters, nothing of the body
+    assert not torch.allclose(fast["weight"], model.net[1].weight)
+    # Adaptation runs without touching the body: its meta-parameters are unchanged...
+    body = [p.detach().clone() for p in model.net[0].parameters()]
+    model.adapt(task.support_x, task.support_y)(task.query_x)
+    assert all(torch.equal(a, b) for a, b in zip(body, model.net[0].parameters(), strict=True))
+
+
+def test_anil_body_still_gets_meta_gradients() -> None:
+    torch.manual_seed(0)
+    model = ANIL(Tiny(), ways=WAYS, inner_lr=0.5, bn_mode="running").double()
+    model.meta_train_step(_batch()).loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+def test_metasgd_step_sizes_receive_gradients_and_are_used() -> None:
+    torch.manual_seed(0)
+    model = MetaSGD(Tiny(), ways=WAYS, inner_lr=0.3, bn_mode="running").double()
+    assert len(model.step_sizes) == len(list(model.net.parameters()))
+    model.meta_train_step(_batch()).loss.backward()
+    for p in model.step_sizes.values():
+        assert p.grad is not None and p.grad.abs().sum() > 0
+    # Doubling one step-size tensor changes adaptation exactly as the formula says.
+    task = _batch()[0]
+    with torch.no_grad():
+        model.step_sizes["1-weight"].mul_(2.0)
+    params = {k: v.detach().requires_grad_() for k, v in model.net.named_parameters()}
+    fast = inner_loop(model.net, params, task.support_x, task.support_y, F.cross_entropy,
+                      steps=1, lr=model._step_size(True), create_graph=False)
+    loss = F.cross_entropy(functional_call(model.net, params, (task.support_x,)), task.support_y)
+    grads = dict(zip(params, torch.autograd.grad(loss, list(params.values())), strict=True))
+    torch.testing.assert_close(fast["1.weight"], params["1.weight"] - 0.6 * grads["1.weight"])
+    torch.testing.assert_close(fast["1.bias"], params["1.bias"] - 0.3 * grads["1.bias"])
+
+
+def test_reptile_update_is_the_formula() -> None:
+    torch.manual_seed(0)
+    model = Reptile(Tiny(), ways=WAYS, inner_lr=0.1, inner_steps=3, inner_optimizer="sgd",
+                    bn_mode="running").double()
+    batch = _batch(tasks=3)
+    theta = {n: p.detach().clone() for n, p in model.net.named_parameters()}
+    # Independent: 3 plain SGD steps per task on support + query, then average.
+    targets = []
+    for task in batch:
+        x = torch.cat([task.support_x, task.query_x])
+        y = torch.cat([task.support_y, task.query_y])
+        w = {n: t.clone().requires_grad_() for n, t in theta.items()}
+        for _ in range(3):
+            loss = F.cross_entropy(functional_call(model.net, w, (x,)), y)
+            g = torch.autograd.grad(loss, list(w.values()))
+            w = {n: (t - 0.1 * gi).detach().requires_grad_()
+                 for (n, t), gi in zip(w.items(), g, strict=True)}
+        targets.append(w)
+    phi = {n: torch.stack([t[n] for t in targets]).mean(0) for n in theta}
+    # One outer step of plain SGD with lr = epsilon is theta + epsilon * (phi - theta).
+    epsilon = 0.7
+    outer = torch.optim.SGD(model.parameters(), lr=epsilon)
+    outer.zero_grad()
+    model.meta_train_step(batch).loss.backward()
+    outer.step()
+    for n, p in model.net.named_parameters():
+        torch.testing.assert_close(p.detach(), theta[n] + epsilon * (phi[n] - theta[n]))
+
+
+def test_reptile_adam_inner_step_and_module_left_alone() -> None:
+    torch.manual_seed(0)
+    model = Reptile(Tiny(), ways=WAYS, inner_lr=0.01, inner_steps=1, bn_mode="running").double()
+    task = _batch()[0]
+    before = {n: p.detach().clone() for n, p in model.net.named_parameters()}
+    phi = model.fine_tune(task.support_x, task.support_y, steps=1, lr=0.01)
+    assert all(torch.equal(before[n], p) for n, p in model.net.named_parameters())
+    # Adam's first step (bias-corrected, beta1 = 0) is lr * sign(gradient) for every element.
+    loss = F.cross_entropy(model.net(task.support_x), task.support_y)
+    grads = dict(zip(before, torch.autograd.grad(loss, list(model.net.parameters())),
+                     strict=True))
+    for n in before:
+        torch.testing.assert_close(phi[n], before[n] - 0.01 * grads[n].sign(), atol=1e-6,
+                                   rtol=0)
