@@ -51,6 +51,18 @@ def env(data_root: Path, cache_dir: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
+def make_config(data_root: Path, cache_dir: Path):  # type: ignore[no-untyped-def]
+    """Compose a CPU config on the shared data and session cache, plus ``overrides``."""
+    from tests.helpers import compose_config
+
+    def make(*overrides: str):  # type: ignore[no-untyped-def]
+        return compose_config("device=cpu", f"data.root={data_root}",
+                              f"data.cache_dir={cache_dir}", *overrides)
+
+    return make
+
+
+@pytest.fixture(scope="session")
 def omniglot(data_root: Path, cache_dir: Path):  # type: ignore[no-untyped-def]
     """Loaded Omniglot splits (maml protocol, rotations) as ``dict[Split, ClassImages]``."""
     from metarun.data.omniglot import Omniglot

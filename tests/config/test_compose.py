@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.errors import ConfigCompositionException
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from metarun.algorithms.base import Algorithm
 from metarun.cli import _config_dir
 from metarun.run import build_algorithm
+from tests.helpers import compose_config
 
 CONF = Path(_config_dir())
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name != "hydra")
@@ -23,18 +23,13 @@ REQUIRED_KEYS = ["task.ways", "task.shots", "task.queries", "train.iterations",
                  "eval.test_episodes", "seed", "data.root", "data.split", "device.name"]
 
 
-def _compose(*overrides: str) -> DictConfig:
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
-
-
 def test_required_groups_exist() -> None:
     assert {"data", "task", "backbone", "algo", "optim", "device", "train", "eval",
             "experiment"} <= set(GROUPS)
 
 
 def test_defaults() -> None:
-    cfg = _compose()
+    cfg = compose_config()
     assert cfg.algo._target_.endswith(".MAML")
     assert cfg.data._target_.endswith(".Omniglot")
     assert cfg.backbone._target_.endswith(".Conv4")
@@ -46,7 +41,7 @@ def test_defaults() -> None:
 
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_every_option_composes_and_instantiates(group: str, option: str) -> None:
-    cfg = _compose(f"{group}={option}")
+    cfg = compose_config(f"{group}={option}")
     OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     dataset = instantiate(cfg.data)
     algorithm = build_algorithm(cfg, dataset.image_shape)
@@ -57,20 +52,20 @@ def test_every_option_composes_and_instantiates(group: str, option: str) -> None
 
 
 def test_interpolations_follow_the_task() -> None:
-    cfg = _compose("task=20w5s")
+    cfg = compose_config("task=20w5s")
     assert (cfg.algo.ways, cfg.eval.ways, cfg.eval.shots) == (20, 20, 5)
-    cfg = _compose("algo.inner_lr=0.1")
+    cfg = compose_config("algo.inner_lr=0.1")
     assert cfg.algo.test_inner_lr == 0.1
 
 
 def test_data_root_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("METARUN_DATA", "/some/where")
-    assert _compose().data.root == "/some/where"
+    assert compose_config().data.root == "/some/where"
     monkeypatch.delenv("METARUN_DATA")
-    assert _compose().data.root == "~/.cache/metarun/data"
+    assert compose_config().data.root == "~/.cache/metarun/data"
 
 
 @pytest.mark.parametrize("override", ["task.wayz=5", "algo=nonexistent", "nonsense=1"])
 def test_unknown_keys_and_options_fail(override: str) -> None:
     with pytest.raises(ConfigCompositionException):
-        _compose(override)
+        compose_config(override)

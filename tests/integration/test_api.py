@@ -9,29 +9,19 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
 import metarun
-from metarun.cli import _config_dir
 from metarun.run import fixed_episodes, run
 from metarun.types import Split
 from tests.integration.cli import TINY
 
 
-def _run(tmp: Path, data_root: Path, cache_dir: Path, *overrides: str) -> Path:
-    with initialize_config_dir(config_dir=_config_dir(), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[
-            *TINY, "device=cpu", f"data.root={data_root}", f"data.cache_dir={cache_dir}",
-            *overrides])
-    run(cfg, tmp)
-    return tmp
-
-
 @pytest.fixture(scope="module", params=["maml", "protonet"])
 def finished(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
-             data_root: Path, cache_dir: Path) -> Path:
-    return _run(tmp_path_factory.mktemp(request.param), data_root, cache_dir,
-                f"algo={request.param}")
+             make_config) -> Path:  # type: ignore[no-untyped-def]
+    out = tmp_path_factory.mktemp(request.param)
+    run(make_config(*TINY, f"algo={request.param}"), out)
+    return out
 
 
 def test_learner_reproduces_the_runs_test_accuracy(finished: Path, omniglot) -> None:  # type: ignore[no-untyped-def]

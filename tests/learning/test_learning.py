@@ -11,22 +11,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from metarun.cli import _config_dir
 from metarun.engine.evaluate import evaluate
 from metarun.run import build_algorithm, fixed_episodes, run
 from metarun.types import Split
-
-
-def _config(data_root: Path, cache_dir: Path, *overrides: str) -> DictConfig:
-    with initialize_config_dir(config_dir=_config_dir(), version_base="1.3"):
-        return compose(config_name="config", overrides=[
-            "device=cpu", f"data.root={data_root}", f"data.cache_dir={cache_dir}",
-            "task=5w1s", "train.meta_batch=4", "eval.val_episodes=50",
-            "eval.test_episodes=100", *overrides])
 
 
 def _untrained_accuracy(cfg: DictConfig) -> float:
@@ -49,8 +39,9 @@ def _untrained_accuracy(cfg: DictConfig) -> float:
                  0.60, 0.05, marks=pytest.mark.slow),
 ], ids=lambda v: v if isinstance(v, str) else "")
 def test_meta_training_learns(algo: str, overrides: list[str], floor: float, gain: float,
-                              tmp_path: Path, data_root: Path, cache_dir: Path) -> None:
-    cfg = _config(data_root, cache_dir, f"algo={algo}", *overrides)
+                              tmp_path: Path, make_config) -> None:  # type: ignore[no-untyped-def]
+    cfg = make_config("task=5w1s", "train.meta_batch=4", "eval.val_episodes=50",
+                      "eval.test_episodes=100", f"algo={algo}", *overrides)
     iterations = cfg.train.iterations
     cfg.train.eval_every = iterations // 2
     summary = run(cfg, tmp_path).summary
