@@ -104,7 +104,7 @@ def load(path: str | Path, device: str = "auto") -> Learner:
     config = OmegaConf.create(blob["config"])
     check_targets(config)
     dataset = instantiate(config.data)
-    algorithm = build_algorithm(config, dataset.image_shape)
+    algorithm = build_algorithm(config, dataset)
     algorithm.load_state_dict(blob["algorithm"])
     algorithm.to(target).eval()
     return Learner(algorithm, dataset, target, config)

@@ -19,7 +19,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from metarun.algorithms.base import Algorithm
-from metarun.data.episodes import ClassImages, EpisodeSampler, FixedEpisodes
+from metarun.data.episodes import FixedEpisodes, TaskSource
 from metarun.device import resolve_device
 from metarun.engine.checkpoint import load_checkpoint
 from metarun.engine.evaluate import evaluate
@@ -30,21 +30,22 @@ from metarun.types import RunResult, Split
 log = logging.getLogger("metarun")
 
 
-def build_algorithm(cfg: DictConfig, image_shape: tuple[int, int, int]) -> Algorithm:
-    """The backbone and algorithm of ``cfg``, freshly initialised (on the CPU)."""
-    backbone = instantiate(cfg.backbone, input_shape=image_shape)
-    algorithm = instantiate(cfg.algo, backbone=backbone)
+def build_algorithm(cfg: DictConfig, dataset: Any) -> Algorithm:
+    """The backbone and algorithm of ``cfg`` for ``dataset``'s inputs and task type, freshly
+    initialised (on the CPU)."""
+    backbone = instantiate(cfg.backbone, input_shape=tuple(dataset.input_shape))
+    algorithm = instantiate(cfg.algo, backbone=backbone, task_type=dataset.task_type)
     if not isinstance(algorithm, Algorithm):
         raise TypeError(f"algo._target_ must build a metarun Algorithm; got {type(algorithm)}")
     return algorithm
 
 
-def fixed_episodes(cfg: DictConfig, splits: dict[Split, ClassImages],
+def fixed_episodes(cfg: DictConfig, splits: dict[Split, TaskSource],
                    split: Split) -> FixedEpisodes:
     """The run's fixed validation or test episodes (shape from ``cfg.eval``)."""
     ev = cfg.eval
     count = ev.val_episodes if split is Split.VAL else ev.test_episodes
-    sampler = EpisodeSampler(splits[split], ev.ways, ev.shots, ev.queries)
+    sampler = splits[split].sampler(ev.ways, ev.shots, ev.queries)
     return FixedEpisodes(sampler, count, cfg.seed, split.value)
 
 
@@ -52,7 +53,8 @@ def run(cfg: DictConfig, output_dir: str | Path) -> RunResult:
     """Meta-train and meta-test as ``cfg`` says; write everything under ``output_dir``.
 
     Writes ``metrics.jsonl``, ``checkpoints/best.pt``, ``checkpoints/last.pt`` and, last,
-    ``summary.json``. Returns the summary; its best validation accuracy is the sweep objective.
+    ``summary.json``. Returns the summary; its best validation score (accuracy, or MSE for
+    regression) is the sweep objective.
     """
     t0 = time.perf_counter()
     out = Path(output_dir)
@@ -64,16 +66,16 @@ def run(cfg: DictConfig, output_dir: str | Path) -> RunResult:
 
     dataset = instantiate(cfg.data)
     torch.manual_seed(cfg.seed)  # model initialisation; episodes use their own generators
-    algorithm = build_algorithm(cfg, dataset.image_shape)
+    algorithm = build_algorithm(cfg, dataset)
     algorithm.check_task(task.ways)
     algorithm.check_task(ev.ways)
 
     splits = {s: bank.to(device) for s, bank in dataset.load().items()}
-    train_sampler = EpisodeSampler(splits[Split.TRAIN], task.ways, task.shots, task.queries)
+    train_sampler = splits[Split.TRAIN].sampler(task.ways, task.shots, task.queries)
     val = fixed_episodes(cfg, splits, Split.VAL)
     test = fixed_episodes(cfg, splits, Split.TEST)
-    log.info("device %s | %d/%d/%d train/val/test classes | %d-way %d-shot %d-query | %s",
-             device, *(splits[s].num_classes for s in Split), task.ways, task.shots,
+    log.info("device %s | train/val/test: %s | %d-way %d-shot %d-query | %s",
+             device, " / ".join(splits[s].description for s in Split), task.ways, task.shots,
              task.queries, type(algorithm).__name__)
 
     algorithm.to(device)
@@ -86,7 +88,8 @@ def run(cfg: DictConfig, output_dir: str | Path) -> RunResult:
             iterations=cfg.train.iterations, meta_batch=cfg.train.meta_batch,
             eval_every=cfg.train.eval_every, log_every=cfg.train.log_every, seed=cfg.seed,
             checkpoint_dir=out / "checkpoints", metrics=metrics,
-            grad_clip=cfg.train.grad_clip, checkpoint_extra={"config": resolved},
+            grad_clip=cfg.train.grad_clip, lr_schedule=cfg.train.lr_schedule,
+            min_lr=cfg.train.min_lr, checkpoint_extra={"config": resolved},
         )
         trained = trainer.fit()
 
@@ -94,18 +97,23 @@ def run(cfg: DictConfig, output_dir: str | Path) -> RunResult:
         algorithm.load_state_dict(best["algorithm"])
         result = evaluate(algorithm, test)
         seconds = time.perf_counter() - t0
-        metrics.write(trained.best_step, "test", result.loss, result.acc, seconds,
-                      ci95=result.ci95)
+        metrics.write(trained.best_step, "test", result.loss, seconds,
+                      **{result.metric: result.score}, ci95=result.ci95)
     finally:
         metrics.close()
 
+    task_type = algorithm.task_type
     summary: dict[str, Any] = {
         "status": "completed",
         "algo": cfg.algo._target_.rsplit(".", 1)[-1],
+        "task_type": task_type.name,
+        "metric": task_type.metric,
+        "higher_is_better": task_type.higher_is_better,
         "task": {"ways": task.ways, "shots": task.shots, "queries": task.queries},
         "eval_task": {"ways": ev.ways, "shots": ev.shots, "queries": ev.queries},
         "test": {**result.as_dict(), "episodes_sha256": test.digest()},
-        "val": {"best_acc": trained.best_val.acc, "best_ci95": trained.best_val.ci95,
+        "val": {f"best_{task_type.metric}": trained.best_val.score,
+                "best_ci95": trained.best_val.ci95,
                 "episodes": trained.best_val.episodes, "episodes_sha256": val.digest()},
         "best_step": trained.best_step,
         "steps": trained.last_step,
@@ -116,8 +124,10 @@ def run(cfg: DictConfig, output_dir: str | Path) -> RunResult:
         "seed": cfg.seed,
     }
     _write_json(out / "summary.json", summary)
-    log.info("test acc %.2f%% ± %.2f%% (95%% CI, %d episodes, %d-way %d-shot)",
-             100 * result.acc, 100 * result.ci95, result.episodes, ev.ways, ev.shots)
+    shape = f"{ev.ways}-way {ev.shots}-shot" if task_type.name == "classification" \
+        else f"{ev.shots}-shot"
+    log.info("test %s %s (95%% CI, %d episodes, %s)", task_type.metric,
+             task_type.format(result.score, result.ci95), result.episodes, shape)
     return RunResult(summary=summary, output_dir=str(out))
 
 

@@ -46,6 +46,9 @@ class Episode(_Tensors):
         query_x: ``[N*Q, C, H, W]`` float images, disjoint from the support images.
         query_y: ``[N*Q]`` episode-local labels.
         class_ids: ``[N]`` global class ids; ``class_ids[i]`` is the class labelled ``i``.
+
+    A regression task has the same fields: inputs ``[K, D_in]`` / ``[Q, D_in]``, real targets
+    ``[K, D_out]`` / ``[Q, D_out]``, and no classes (``class_ids`` is empty, ``[0]``).
     """
 
     support_x: Tensor
@@ -98,17 +101,20 @@ class StepOutput:
 class EvalResult:
     """Meta-test result over a fixed set of episodes.
 
-    ``ci95`` is the half-width of the normal-approximation 95% confidence interval of the
-    mean per-episode accuracy: ``1.96 * std(ddof=1) / sqrt(episodes)``.
+    ``score`` is the mean per-episode value of ``metric`` (``"acc"`` for classification,
+    ``"mse"`` for regression); ``ci95`` is the half-width of its normal-approximation 95%
+    confidence interval: ``1.96 * std(ddof=1) / sqrt(episodes)``.
     """
 
-    acc: float
+    score: float
     ci95: float
     loss: float
     episodes: int
+    metric: str = "acc"
 
     def as_dict(self) -> dict[str, float | int]:
-        return {"acc": self.acc, "ci95": self.ci95, "loss": self.loss, "episodes": self.episodes}
+        return {self.metric: self.score, "ci95": self.ci95, "loss": self.loss,
+                "episodes": self.episodes}
 
 
 @dataclass
@@ -120,5 +126,6 @@ class RunResult:
 
     @property
     def objective(self) -> float:
-        """The sweep objective: best validation accuracy."""
-        return float(self.summary["val"]["best_acc"])
+        """The sweep objective: the best validation value of the run's metric (accuracy is
+        maximised, MSE minimised; ``summary["higher_is_better"]`` says which)."""
+        return float(self.summary["val"][f"best_{self.summary['metric']}"])

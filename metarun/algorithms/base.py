@@ -12,19 +12,20 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from metarun.tasktypes import CLASSIFICATION, TaskType
 from metarun.types import Episode, EpisodeBatch, StepOutput
 
 BN_MODES = ("batch", "running")
 
 
 class Predictor:
-    """Labels query images of one task after adaptation.
+    """Predicts the query set of one task after adaptation.
 
-    Calling it returns logits ``[n_query, ways]`` for ``query_x`` ``[n_query, C, H, W]``, with
-    the algorithm's batch-norm mode and without building a graph.
+    Calling it returns predictions for ``query_x`` ``[n_query, ...]`` (classification: logits
+    ``[n_query, ways]``; regression: values ``[n_query, D]``), with the algorithm's batch-norm
+    mode and without building a graph.
     """
 
     def __init__(self, algorithm: Algorithm, fn: Callable[[Tensor], Tensor]) -> None:
@@ -45,35 +46,47 @@ class Algorithm(nn.Module, ABC):
             (transductive, as in MAML's reported results). ``"running"``: the running
             statistics accumulated during meta-training are used (no information flows
             between query images).
+        task_type: the data's task type (loss, metric, head width); passed at run time.
+
+    Subclasses list the task types they can learn in ``task_types``.
     """
 
-    def __init__(self, bn_mode: str = "running") -> None:
+    task_types: tuple[str, ...] = ("classification",)
+
+    def __init__(self, bn_mode: str = "running", task_type: TaskType = CLASSIFICATION) -> None:
         super().__init__()
         if bn_mode not in BN_MODES:
             raise ValueError(f"algo.bn_mode must be one of {BN_MODES}; got {bn_mode!r}")
+        if task_type.name not in self.task_types:
+            raise ValueError(
+                f"{type(self).__name__} learns {' and '.join(self.task_types)} tasks only; "
+                f"this dataset's tasks are {task_type.name}"
+            )
         self.bn_mode = bn_mode
+        self.task_type = task_type
 
     @abstractmethod
     def meta_train_step(self, batch: EpisodeBatch) -> StepOutput:
         """Forward pass of one meta-training step: the meta-loss over ``batch`` and metrics.
 
         The returned loss is differentiable w.r.t. the meta-parameters; ``metrics`` holds
-        detached floats (at least ``acc``, the query accuracy).
+        detached floats, at least the task type's metric on the query sets
+        (``metrics[self.task_type.metric]``).
         """
 
     @abstractmethod
     def _adapt(self, support_x: Tensor, support_y: Tensor) -> Callable[[Tensor], Tensor]:
-        """Adapt to a support set; return a function from query images to logits."""
+        """Adapt to a support set; return a function from query inputs to predictions."""
 
     def adapt(self, support_x: Tensor, support_y: Tensor) -> Predictor:
         """Adapt to one task's support set.
 
         Args:
-            support_x: ``[N*K, C, H, W]`` images.
-            support_y: ``[N*K]`` labels in ``0..N-1``.
+            support_x: ``[N*K, C, H, W]`` images (regression: ``[K, input_dim]``).
+            support_y: ``[N*K]`` labels in ``0..N-1`` (regression: ``[K, D]`` targets).
 
         Returns:
-            A :class:`Predictor` mapping ``query_x`` to logits ``[n_query, N]``.
+            A :class:`Predictor` mapping ``query_x`` to predictions.
         """
         with self.inference():
             fn = self._adapt(support_x, support_y)
@@ -82,11 +95,23 @@ class Algorithm(nn.Module, ABC):
     def check_task(self, ways: int) -> None:
         """Raise ``ValueError`` if this algorithm cannot be evaluated on ``ways``-way tasks."""
 
+    def check_labels(self, support_y: Tensor) -> None:
+        """For classification, check the support labels' way count with :meth:`check_task`."""
+        if self.task_type.name == "classification":
+            self.check_task(int(support_y.max()) + 1)
+
     def evaluate(self, episode: Episode) -> tuple[float, float]:
-        """Adapt to the support set, then return (query loss, query accuracy)."""
-        logits = self.adapt(episode.support_x, episode.support_y)(episode.query_x)
-        loss, acc = classification_loss(logits, episode.query_y)
-        return float(loss), float(acc)
+        """Adapt to the support set, then return (query loss, query metric)."""
+        prediction = self.adapt(episode.support_x, episode.support_y)(episode.query_x)
+        loss, score = self.task_type.loss_and_score(prediction, episode.query_y)
+        return float(loss), float(score)
+
+    def scheduled(self, step: int) -> None:
+        """Called by the trainer before meta-training step ``step`` (1-based).
+
+        Algorithms whose behaviour follows a schedule (MAML++'s annealing) update it here;
+        the default does nothing.
+        """
 
     @contextmanager
     def inference(self) -> Iterator[None]:
@@ -107,9 +132,3 @@ class Algorithm(nn.Module, ABC):
                 m.track_running_stats = t
             self.train(was_training)
 
-
-def classification_loss(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-    """Cross-entropy and accuracy (the latter detached) of ``logits`` ``[n, ways]``."""
-    loss = F.cross_entropy(logits, labels)
-    acc = (logits.detach().argmax(-1) == labels).float().mean()
-    return loss, acc

@@ -14,6 +14,67 @@ from torch.func import functional_call
 
 Params = dict[str, Tensor]
 LossFn = Callable[[Tensor, Tensor], Tensor]
+#: A step size: one number, or one tensor per fast weight (broadcastable to it).
+StepSize = float | Mapping[str, Tensor]
+#: Extra tensors for step ``i`` of the loop (parameters or buffers that are not adapted).
+StepState = Callable[[int], Mapping[str, Tensor]]
+
+
+def forward(module: nn.Module, fast: Mapping[str, Tensor], x: Tensor,
+            state: Mapping[str, Tensor] | None = None) -> Tensor:
+    """``module(x)`` with its tensors replaced by ``fast`` (and ``state``, if given)."""
+    return functional_call(module, {**fast, **state} if state else dict(fast), (x,))
+
+
+def inner_trajectory(
+    module: nn.Module,
+    params: Mapping[str, Tensor],
+    x: Tensor,
+    y: Tensor,
+    loss_fn: LossFn,
+    steps: int,
+    lr: StepSize | Callable[[int], StepSize],
+    create_graph: bool,
+    state: StepState | None = None,
+    functional: bool = False,
+) -> list[Params]:
+    """Take ``steps`` steps of gradient descent on ``loss_fn(module(x), y)``.
+
+    Args:
+        module: the network; its parameters are replaced by the fast weights in every call.
+        params: initial fast weights (usually the meta-parameters themselves). Parameters of
+            ``module`` not in ``params`` keep their own values and are not adapted.
+        x: support inputs.
+        y: support targets.
+        loss_fn: ``(prediction, target) -> scalar``.
+        steps: number of gradient steps.
+        lr: a :data:`StepSize`, or a function from the step index ``0..steps-1`` to one
+            (per-step learning rates, as in MAML++).
+        create_graph: keep the graph of the inner gradients, so the meta-gradient includes
+            second-order terms. With ``False`` the inner gradients are constants (first-order
+            MAML): the result still depends on ``params`` through the identity.
+        state: tensors that step ``i`` uses but does not adapt (MAML++'s per-step batch-norm
+            weights and statistics), as a function of ``i``.
+        functional: take gradients with ``torch.func.grad`` instead of ``torch.autograd.grad``,
+            which is what works under ``torch.func.vmap``.
+
+    Returns:
+        The fast weights before the first step and after each step: ``steps + 1`` dicts with
+        the keys of ``params``.
+    """
+    fast = dict(params)
+    trajectory = [fast]
+    with torch.enable_grad():  # adaptation needs gradients even inside no_grad evaluation
+        for i in range(steps):
+            step_state = state(i) if state is not None else None
+            grads = _gradients(module, fast, x, y, loss_fn, step_state, create_graph, functional)
+            size = lr(i) if callable(lr) else lr
+            fast = {
+                name: w if g is None else w - _step_size(size, name) * g
+                for (name, w), g in zip(fast.items(), grads, strict=True)
+            }
+            trajectory.append(fast)
+    return trajectory
 
 
 def inner_loop(
@@ -23,39 +84,34 @@ def inner_loop(
     y: Tensor,
     loss_fn: LossFn,
     steps: int,
-    lr: float | Mapping[str, Tensor],
+    lr: StepSize | Callable[[int], StepSize],
     create_graph: bool,
+    state: StepState | None = None,
+    functional: bool = False,
 ) -> Params:
-    """Take ``steps`` steps of gradient descent on ``loss_fn(module(x), y)``.
-
-    Args:
-        module: the network; its parameters are replaced by ``params`` in every call.
-        params: initial fast weights (usually the meta-parameters themselves).
-        x: support inputs.
-        y: support targets.
-        loss_fn: ``(prediction, target) -> scalar``.
-        steps: number of gradient steps (0 returns ``params`` unchanged).
-        lr: a step size, or one tensor per parameter (broadcastable to it, as in Meta-SGD).
-        create_graph: keep the graph of the inner gradients, so the meta-gradient includes
-            second-order terms. With ``False`` the inner gradients are constants (first-order
-            MAML): the result still depends on ``params`` through the identity.
-
-    Returns:
-        The adapted fast weights, same keys as ``params``.
-    """
-    fast = dict(params)
-    with torch.enable_grad():  # adaptation needs gradients even inside no_grad evaluation
-        for _ in range(steps):
-            loss = loss_fn(functional_call(module, fast, (x,)), y)
-            grads = torch.autograd.grad(
-                loss, list(fast.values()), create_graph=create_graph, allow_unused=True
-            )
-            fast = {
-                name: w if g is None else w - _step_size(lr, name) * g
-                for (name, w), g in zip(fast.items(), grads, strict=True)
-            }
-    return fast
+    """The fast weights after :func:`inner_trajectory`'s last step (``params`` for 0 steps)."""
+    return inner_trajectory(module, params, x, y, loss_fn, steps, lr, create_graph, state,
+                            functional)[-1]
 
 
-def _step_size(lr: float | Mapping[str, Tensor], name: str) -> float | Tensor:
+def _gradients(module: nn.Module, fast: Params, x: Tensor, y: Tensor, loss_fn: LossFn,
+               state: Mapping[str, Tensor] | None, create_graph: bool,
+               functional: bool) -> list[Tensor | None]:
+    if functional:
+        def support_loss(weights: Params) -> Tensor:
+            return loss_fn(forward(module, weights, x, state), y)
+
+        grads = torch.func.grad(support_loss)(fast)
+        return [grads[n] if create_graph else grads[n].detach() for n in fast]
+    loss = loss_fn(forward(module, fast, x, state), y)
+    return list(torch.autograd.grad(loss, list(fast.values()), create_graph=create_graph,
+                                    allow_unused=True))
+
+
+def param_key(name: str) -> str:
+    """A parameter name usable as a ``ParameterDict`` key or buffer name (no dots)."""
+    return name.replace(".", "-")
+
+
+def _step_size(lr: StepSize, name: str) -> float | Tensor:
     return lr if isinstance(lr, (int, float)) else lr[name]

@@ -2,36 +2,49 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.func import functional_call
 
-from metarun.algorithms.base import Algorithm, classification_loss
-from metarun.algorithms.functional import inner_loop
+from metarun.algorithms.base import Algorithm
+from metarun.algorithms.functional import (
+    Params,
+    StepSize,
+    StepState,
+    forward,
+    inner_trajectory,
+)
+from metarun.tasktypes import CLASSIFICATION, TaskType
 from metarun.types import EpisodeBatch, StepOutput
 
 
 class MAML(Algorithm):
-    """MAML over a backbone plus a linear ``ways``-way head.
+    """MAML over a backbone plus a linear head.
 
     Meta-training adapts a copy of all weights to each task's support set with
     ``inner_steps`` steps of size ``inner_lr`` and differentiates the query loss through that
     adaptation (second order unless ``first_order``). Meta-testing adapts with
-    ``test_inner_steps`` steps of size ``test_inner_lr``.
+    ``test_inner_steps`` steps of size ``test_inner_lr``. The head has ``ways`` outputs for
+    classification and the target size for regression (the data's task type decides).
 
     Args:
         backbone: feature extractor with an ``out_dim`` attribute.
-        ways: classes per task (the head's width).
+        ways: classes per task (the head's width for classification).
         inner_lr: inner step size during meta-training (alpha).
         inner_steps: inner steps during meta-training.
         test_inner_lr: inner step size at meta-test (default: ``inner_lr``).
         test_inner_steps: inner steps at meta-test.
         first_order: drop second-order terms of the meta-gradient (FOMAML).
         bn_mode: see :class:`~metarun.algorithms.base.Algorithm`.
+        vectorize: run the tasks of a meta-batch together under ``torch.func.vmap`` instead
+            of a Python loop. Same meta-gradient; batch norm must use batch statistics
+            (``bn_mode="batch"``), since running statistics cannot be updated per task.
+        task_type: the data's task type (passed at run time).
     """
+
+    task_types = ("classification", "regression")
 
     def __init__(
         self,
@@ -43,9 +56,11 @@ class MAML(Algorithm):
         test_inner_steps: int = 3,
         first_order: bool = False,
         bn_mode: str = "batch",
+        vectorize: bool = False,
+        task_type: TaskType = CLASSIFICATION,
     ) -> None:
-        super().__init__(bn_mode=bn_mode)
-        if ways < 2:
+        super().__init__(bn_mode=bn_mode, task_type=task_type)
+        if task_type.name == "classification" and ways < 2:
             raise ValueError(f"algo.ways must be at least 2; got {ways}")
         if inner_lr <= 0 or (test_inner_lr is not None and test_inner_lr <= 0):
             raise ValueError(
@@ -59,14 +74,20 @@ class MAML(Algorithm):
             )
         self.ways = ways
         out_dim: int = backbone.out_dim  # type: ignore[assignment]
-        self.net = nn.Sequential(backbone, nn.Linear(out_dim, ways))
+        self.net = nn.Sequential(backbone, nn.Linear(out_dim, task_type.outputs(ways)))
         self.inner_lr, self.inner_steps = float(inner_lr), int(inner_steps)
         self.test_inner_lr = float(inner_lr if test_inner_lr is None else test_inner_lr)
         self.test_inner_steps = int(test_inner_steps)
         self.first_order = first_order
+        self.vectorize = vectorize
+        if vectorize and bn_mode == "running" and self._norms():
+            raise ValueError(
+                "algo.vectorize=true needs algo.bn_mode=batch: batch-norm running statistics "
+                "cannot be updated per task under vmap"
+            )
 
     def check_task(self, ways: int) -> None:
-        if ways != self.ways:
+        if self.task_type.name == "classification" and ways != self.ways:
             raise ValueError(
                 f"{type(self).__name__}'s head is {self.ways}-way, so it can only be evaluated "
                 f"on {self.ways}-way tasks; got {ways}-way"
@@ -78,41 +99,96 @@ class MAML(Algorithm):
         """The module whose parameters the inner loop adapts (MAML: all of them)."""
         return self.net
 
+    def _adapted(self, learner: nn.Module) -> Params:
+        """The learner's parameters the inner loop adapts (MAML: all of them)."""
+        return dict(learner.named_parameters())
+
     def _features(self, x: Tensor) -> Tensor:
-        """The learner's input, computed with meta-parameters only (MAML: the images)."""
+        """The learner's input, computed with meta-parameters only (MAML: the inputs)."""
         return x
 
-    def _step_size(self, training: bool) -> float | Mapping[str, Tensor]:
-        """Inner step size: a number, or a tensor per learner parameter."""
+    def _step_size(self, training: bool) -> StepSize | Callable[[int], StepSize]:
+        """Inner step size: a number, a tensor per learner parameter, or either per step."""
         return self.inner_lr if training else self.test_inner_lr
+
+    def _state(self) -> StepState | None:
+        """Per-step tensors of the learner that are not adapted (MAML: none)."""
+        return None
+
+    def _create_graph(self) -> bool:
+        """Whether meta-training keeps second-order terms now."""
+        return not self.first_order
+
+    def _query_loss(self, learner: nn.Module, trajectory: list[Params], query_x: Tensor,
+                    query_y: Tensor) -> tuple[Tensor, Tensor]:
+        """Meta-training loss and metric of one task from its inner-loop trajectory."""
+        prediction = forward(learner, trajectory[-1], query_x,
+                             _after(self._state(), len(trajectory) - 1))
+        return self.task_type.loss_and_score(prediction, query_y)
 
     # -- the algorithm ----------------------------------------------------------------------
 
-    def meta_train_step(self, batch: EpisodeBatch) -> StepOutput:
+    def task_loss(self, support_x: Tensor, support_y: Tensor, query_x: Tensor,
+                  query_y: Tensor, functional: bool = False) -> tuple[Tensor, Tensor]:
+        """Adapt to one task's support set; return the query loss and metric.
+
+        With ``functional`` the inner gradients come from ``torch.func.grad``, so this can run
+        under ``torch.func.vmap``.
+        """
         learner = self._learner()
-        params = dict(learner.named_parameters())
-        losses, accs = [], []
-        for task in batch:
-            fast = inner_loop(
-                learner, params, self._features(task.support_x), task.support_y,
-                F.cross_entropy, steps=self.inner_steps, lr=self._step_size(True),
-                create_graph=not self.first_order,
-            )
-            logits = functional_call(learner, fast, (self._features(task.query_x),))
-            loss, acc = classification_loss(logits, task.query_y)
-            losses.append(loss)
-            accs.append(acc)
-        return StepOutput(torch.stack(losses).mean(), {"acc": float(torch.stack(accs).mean())})
+        trajectory = inner_trajectory(
+            learner, self._adapted(learner), self._features(support_x), support_y,
+            self.task_type.loss, steps=self.inner_steps, lr=self._step_size(True),
+            create_graph=self._create_graph(), state=self._state(), functional=functional,
+        )
+        return self._query_loss(learner, trajectory, self._features(query_x), query_y)
+
+    def meta_train_step(self, batch: EpisodeBatch) -> StepOutput:
+        if self.vectorize:
+            with self._running_stats_off():
+                losses, scores = torch.func.vmap(
+                    lambda sx, sy, qx, qy: self.task_loss(sx, sy, qx, qy, functional=True)
+                )(batch.support_x, batch.support_y, batch.query_x, batch.query_y)
+        else:
+            pairs = [self.task_loss(t.support_x, t.support_y, t.query_x, t.query_y)
+                     for t in batch]
+            losses = torch.stack([loss for loss, _ in pairs])
+            scores = torch.stack([score for _, score in pairs])
+        return StepOutput(losses.mean(), {self.task_type.metric: float(scores.mean())})
 
     def _adapt(self, support_x: Tensor, support_y: Tensor) -> Callable[[Tensor], Tensor]:
-        self.check_task(int(support_y.max()) + 1)
+        self.check_labels(support_y)
         learner = self._learner()
-        params = {k: v.detach().requires_grad_() for k, v in learner.named_parameters()}
+        params = {k: v.detach().requires_grad_() for k, v in self._adapted(learner).items()}
         with torch.no_grad():
             features = self._features(support_x)
-        fast = inner_loop(
-            learner, params, features, support_y, F.cross_entropy,
+        trajectory = inner_trajectory(
+            learner, params, features, support_y, self.task_type.loss,
             steps=self.test_inner_steps, lr=self._step_size(False), create_graph=False,
+            state=self._state(),
         )
-        fast = {k: v.detach() for k, v in fast.items()}
-        return lambda query_x: functional_call(learner, fast, (self._features(query_x),))
+        fast = {k: v.detach() for k, v in trajectory[-1].items()}
+        state = _after(self._state(), len(trajectory) - 1)
+        return lambda query_x: forward(learner, fast, self._features(query_x), state)
+
+    def _norms(self) -> list[nn.modules.batchnorm._BatchNorm]:
+        return [m for m in self.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+    @contextmanager
+    def _running_stats_off(self) -> Iterator[None]:
+        """Batch norm without reading or writing running statistics, for the duration."""
+        norms = self._norms()
+        tracked = [m.track_running_stats for m in norms]
+        for m in norms:
+            m.track_running_stats = False
+        try:
+            yield
+        finally:
+            for m, t in zip(norms, tracked, strict=True):
+                m.track_running_stats = t
+
+
+def _after(state: StepState | None, steps: int) -> Mapping[str, Tensor] | None:
+    """The per-step tensors a prediction uses after ``steps`` inner steps (those of the last)."""
+    return None if state is None else state(max(steps - 1, 0))
+

@@ -7,7 +7,9 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
+from metarun.algorithms.functional import param_key
 from metarun.algorithms.maml import MAML
+from metarun.tasktypes import CLASSIFICATION, TaskType
 
 
 class MetaSGD(MAML):
@@ -25,6 +27,8 @@ class MetaSGD(MAML):
         test_inner_steps: inner steps at meta-test.
         first_order: drop second-order terms (step sizes still get gradients).
         bn_mode: see :class:`~metarun.algorithms.base.Algorithm`.
+        vectorize: see :class:`~metarun.algorithms.maml.MAML`.
+        task_type: the data's task type (passed at run time).
     """
 
     def __init__(
@@ -36,19 +40,17 @@ class MetaSGD(MAML):
         test_inner_steps: int = 1,
         first_order: bool = False,
         bn_mode: str = "batch",
+        vectorize: bool = False,
+        task_type: TaskType = CLASSIFICATION,
     ) -> None:
         super().__init__(backbone, ways, inner_lr=inner_lr, inner_steps=inner_steps,
                          test_inner_steps=test_inner_steps, first_order=first_order,
-                         bn_mode=bn_mode)
-        # ParameterDict keys may not contain dots: "0.features.0.weight" -> "0-features-0-weight".
+                         bn_mode=bn_mode, vectorize=vectorize, task_type=task_type)
         self.step_sizes = nn.ParameterDict({
-            _key(name): nn.Parameter(torch.full_like(p, inner_lr))
+            param_key(name): nn.Parameter(torch.full_like(p, inner_lr))
             for name, p in self.net.named_parameters()
         })
 
-    def _step_size(self, training: bool) -> float | Mapping[str, Tensor]:
-        return {name: self.step_sizes[_key(name)] for name, _ in self.net.named_parameters()}
+    def _step_size(self, training: bool) -> Mapping[str, Tensor]:
+        return {name: self.step_sizes[param_key(name)] for name, _ in self.net.named_parameters()}
 
-
-def _key(name: str) -> str:
-    return name.replace(".", "-")

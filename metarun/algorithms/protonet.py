@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from metarun.algorithms.base import Algorithm, classification_loss
+from metarun.algorithms.base import Algorithm
+from metarun.tasktypes import CLASSIFICATION, TaskType
 from metarun.types import EpisodeBatch, StepOutput
 
 
@@ -32,10 +33,12 @@ class ProtoNet(Algorithm):
     Args:
         backbone: feature extractor.
         bn_mode: see :class:`~metarun.algorithms.base.Algorithm`.
+        task_type: the data's task type (classification only).
     """
 
-    def __init__(self, backbone: nn.Module, bn_mode: str = "running") -> None:
-        super().__init__(bn_mode=bn_mode)
+    def __init__(self, backbone: nn.Module, bn_mode: str = "running",
+                 task_type: TaskType = CLASSIFICATION) -> None:
+        super().__init__(bn_mode=bn_mode, task_type=task_type)
         self.backbone = backbone
 
     def meta_train_step(self, batch: EpisodeBatch) -> StepOutput:
@@ -45,11 +48,12 @@ class ProtoNet(Algorithm):
             # One forward pass over support and query: one set of batch statistics per task.
             z = self.backbone(torch.cat([task.support_x, task.query_x]))
             protos = prototypes(z[:n_support], task.support_y, task.ways)
-            loss, acc = classification_loss(-squared_distances(z[n_support:], protos),
-                                            task.query_y)
+            loss, acc = self.task_type.loss_and_score(
+                -squared_distances(z[n_support:], protos), task.query_y)
             losses.append(loss)
             accs.append(acc)
-        return StepOutput(torch.stack(losses).mean(), {"acc": float(torch.stack(accs).mean())})
+        metrics = {self.task_type.metric: float(torch.stack(accs).mean())}
+        return StepOutput(torch.stack(losses).mean(), metrics)
 
     def _adapt(self, support_x: Tensor, support_y: Tensor) -> Callable[[Tensor], Tensor]:
         with torch.no_grad():

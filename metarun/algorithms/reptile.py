@@ -5,12 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from metarun.algorithms.base import classification_loss
 from metarun.algorithms.maml import MAML
+from metarun.tasktypes import CLASSIFICATION, TaskType
 from metarun.types import EpisodeBatch, StepOutput
 
 INNER_OPTIMIZERS = ("sgd", "adam")
@@ -29,8 +28,8 @@ class Reptile(MAML):
     No second-order terms. Meta-test fine-tunes on the support set the same way, with
     ``test_inner_steps`` steps of size ``test_inner_lr``.
 
-    The logged training loss is that distance; the logged accuracy is the adapted weights'
-    accuracy on the task's own images.
+    The logged training loss is that distance; the logged metric (accuracy or MSE) is the
+    adapted weights' on the task's own examples. Classification and regression alike.
 
     Args:
         backbone: feature extractor with ``out_dim``.
@@ -41,6 +40,7 @@ class Reptile(MAML):
         test_inner_lr: inner step size at meta-test (default: ``inner_lr``).
         test_inner_steps: inner steps at meta-test.
         bn_mode: see :class:`~metarun.algorithms.base.Algorithm`.
+        task_type: the data's task type (passed at run time).
     """
 
     def __init__(
@@ -53,10 +53,11 @@ class Reptile(MAML):
         test_inner_lr: float | None = None,
         test_inner_steps: int = 50,
         bn_mode: str = "batch",
+        task_type: TaskType = CLASSIFICATION,
     ) -> None:
         super().__init__(backbone, ways, inner_lr=inner_lr, inner_steps=inner_steps,
                          test_inner_lr=test_inner_lr, test_inner_steps=test_inner_steps,
-                         first_order=True, bn_mode=bn_mode)
+                         first_order=True, bn_mode=bn_mode, task_type=task_type)
         if inner_optimizer not in INNER_OPTIMIZERS:
             raise ValueError(
                 f"algo.inner_optimizer must be one of {INNER_OPTIMIZERS}; got {inner_optimizer!r}"
@@ -76,7 +77,7 @@ class Reptile(MAML):
         )
         with torch.enable_grad():
             for _ in range(steps):
-                loss = F.cross_entropy(functional_call(self.net, fast, (x,)), y)
+                loss = self.task_type.loss(functional_call(self.net, fast, (x,)), y)
                 for p, g in zip(params, torch.autograd.grad(loss, params), strict=True):
                     p.grad = g
                 opt.step()
@@ -89,15 +90,15 @@ class Reptile(MAML):
             y = torch.cat([task.support_y, task.query_y])
             phi = self.fine_tune(x, y, self.inner_steps, self.inner_lr)
             with torch.no_grad():
-                accs.append(classification_loss(functional_call(self.net, phi, (x,)), y)[1])
+                accs.append(self.task_type.score(functional_call(self.net, phi, (x,)), y))
             adapted.append(phi)
         loss = torch.stack([
             0.5 * (p - torch.stack([phi[n] for phi in adapted]).mean(0)).pow(2).sum()
             for n, p in self.net.named_parameters()
         ]).sum()
-        return StepOutput(loss, {"acc": float(torch.stack(accs).mean())})
+        return StepOutput(loss, {self.task_type.metric: float(torch.stack(accs).mean())})
 
     def _adapt(self, support_x: Tensor, support_y: Tensor) -> Callable[[Tensor], Tensor]:
-        self.check_task(int(support_y.max()) + 1)
+        self.check_labels(support_y)
         phi = self.fine_tune(support_x, support_y, self.test_inner_steps, self.test_inner_lr)
         return lambda query_x: functional_call(self.net, phi, (query_x,))

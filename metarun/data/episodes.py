@@ -9,7 +9,8 @@ global RNG.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
+from typing import Protocol, TypeVar
 
 import torch
 from torch import Tensor
@@ -55,9 +56,49 @@ class ClassImages:
     def to(self, device: torch.device | str) -> ClassImages:
         return ClassImages(self.images.to(device), self.groups)
 
+    @property
+    def description(self) -> str:
+        return f"{self.num_classes} classes"
+
+    def sampler(self, ways: int, shots: int, queries: int) -> EpisodeSampler:
+        """An N-way K-shot Q-query sampler over this split."""
+        return EpisodeSampler(self, ways, shots, queries)
+
+
+_I = TypeVar("_I", bound="TaskIndex")
+
+
+class TaskIndex:
+    """Mixin for frozen dataclasses that describe a batch of tasks with CPU tensors, one row
+    per task: enough to rebuild the tasks, small enough to hash."""
+
+    def __len__(self) -> int:
+        return int(getattr(self, fields(self)[0].name).shape[0])  # type: ignore[arg-type]
+
+    def __getitem__(self: _I, s: slice) -> _I:
+        return replace(self, **{f.name: getattr(self, f.name)[s]  # type: ignore
+                                for f in fields(self)})  # type: ignore[arg-type]
+
+    @classmethod
+    def cat(cls: type[_I], parts: list[_I]) -> _I:
+        return cls(**{f.name: torch.cat([getattr(p, f.name) for p in parts])  # type: ignore
+                      for f in fields(cls)})  # type: ignore[arg-type]
+
+    def update_hash(self, h: hashlib._Hash) -> None:  # type: ignore[name-defined]
+        for f in fields(self):  # type: ignore[arg-type]
+            h.update(getattr(self, f.name).contiguous().numpy().tobytes())
+
+
+class TaskSampler(Protocol[_I]):
+    """What every split's sampler does: draw task indices with a generator, then build them."""
+
+    def sample_indices(self, n: int, generator: torch.Generator) -> _I: ...
+
+    def materialize(self, index: _I) -> EpisodeBatch: ...
+
 
 @dataclass(frozen=True)
-class EpisodeIndex:
+class EpisodeIndex(TaskIndex):
     """Which images make up a batch of episodes, without the pixels.
 
     Attributes:
@@ -67,12 +108,6 @@ class EpisodeIndex:
 
     classes: Tensor
     images: Tensor
-
-    def __len__(self) -> int:
-        return int(self.classes.shape[0])
-
-    def __getitem__(self, s: slice) -> EpisodeIndex:
-        return EpisodeIndex(self.classes[s], self.images[s])
 
 
 class EpisodeSampler:
@@ -193,13 +228,13 @@ class FixedEpisodes:
     many episodes were asked for, how often validation runs, or which algorithm is evaluated.
 
     Args:
-        sampler: the split's sampler.
+        sampler: the split's sampler (any :class:`TaskSampler`).
         count: number of episodes.
         seed: the run seed.
         split: split name, mixed into every episode's seed.
     """
 
-    def __init__(self, sampler: EpisodeSampler, count: int, seed: int, split: str) -> None:
+    def __init__(self, sampler: TaskSampler, count: int, seed: int, split: str) -> None:
         if count < 1:
             raise ValueError(f"the number of {split} episodes must be at least 1; got {count}")
         self.sampler = sampler
@@ -208,9 +243,7 @@ class FixedEpisodes:
         for i in range(count):
             g.manual_seed(episode_seed(seed, split, i))
             parts.append(sampler.sample_indices(1, g))
-        self.index = EpisodeIndex(
-            torch.cat([p.classes for p in parts]), torch.cat([p.images for p in parts])
-        )
+        self.index = type(parts[0]).cat(parts)
 
     def __len__(self) -> int:
         return len(self.index)
@@ -225,6 +258,16 @@ class FixedEpisodes:
     def digest(self) -> str:
         """SHA-256 of the episode indices: equal digests mean the same tasks."""
         h = hashlib.sha256()
-        h.update(self.index.classes.to(torch.int64).numpy().tobytes())
-        h.update(self.index.images.to(torch.int64).numpy().tobytes())
+        self.index.update_hash(h)
         return h.hexdigest()
+
+
+class TaskSource(Protocol):
+    """One split of a dataset: a set of classes, or a family of functions."""
+
+    @property
+    def description(self) -> str: ...
+
+    def to(self, device: torch.device | str) -> TaskSource: ...
+
+    def sampler(self, ways: int, shots: int, queries: int) -> TaskSampler: ...

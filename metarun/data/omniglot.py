@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 
 from metarun.data.episodes import ClassImages, to_float
+from metarun.tasktypes import CLASSIFICATION
 from metarun.types import Split
 
 log = logging.getLogger(__name__)
@@ -102,6 +103,7 @@ class Omniglot:
     """
 
     channels = 1
+    task_type = CLASSIFICATION
 
     def __init__(
         self,
@@ -130,7 +132,8 @@ class Omniglot:
         self.download = download
 
     @property
-    def image_shape(self) -> tuple[int, int, int]:
+    def input_shape(self) -> tuple[int, int, int]:
+        """``(C, H, W)`` of one model input."""
         return (self.channels, self.image_size, self.image_size)
 
     def preprocess(self, images: Sequence[Any]) -> Tensor:

@@ -1,4 +1,4 @@
-"""Meta-testing on a fixed set of episodes: mean accuracy and its 95% confidence interval."""
+"""Meta-testing on a fixed set of episodes: the mean metric and its 95% confidence interval."""
 
 from __future__ import annotations
 
@@ -25,11 +25,12 @@ def mean_ci95(values: list[float]) -> tuple[float, float]:
 
 def evaluate(algorithm: Algorithm, episodes: Iterable[Episode]) -> EvalResult:
     """Adapt to and score every episode; episodes must already be on the model's device."""
-    accs, losses = [], []
+    scores, losses = [], []
     with torch.no_grad():  # adaptation that needs gradients enables them itself
         for episode in episodes:
-            loss, acc = algorithm.evaluate(episode)
+            loss, score = algorithm.evaluate(episode)
             losses.append(loss)
-            accs.append(acc)
-    acc, ci95 = mean_ci95(accs)
-    return EvalResult(acc=acc, ci95=ci95, loss=sum(losses) / len(losses), episodes=len(accs))
+            scores.append(score)
+    score, ci95 = mean_ci95(scores)
+    return EvalResult(score=score, ci95=ci95, loss=sum(losses) / len(losses),
+                      episodes=len(scores), metric=algorithm.task_type.metric)

@@ -8,16 +8,20 @@ from typing import IO
 
 
 class MetricsLog:
-    """Writes ``{"step", "split", "loss", "acc", "seconds", ...}`` lines to a new file."""
+    """Writes ``{"step", "split", "loss", <metric>, "seconds", ...}`` lines to a new file.
+
+    ``<metric>`` is the task type's metric: ``"acc"`` for classification, ``"mse"`` for
+    regression.
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._file: IO[str] = open(self.path, "w", encoding="utf-8")  # noqa: SIM115
 
-    def write(self, step: int, split: str, loss: float, acc: float, seconds: float,
-              **extra: float | int | str) -> None:
-        record = {"step": step, "split": split, "loss": loss, "acc": acc,
-                  "seconds": round(seconds, 3), **extra}
+    def write(self, step: int, split: str, loss: float, seconds: float,
+              **values: float | int | str) -> None:
+        record = {"step": step, "split": split, "loss": loss, **values,
+                  "seconds": round(seconds, 3)}
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
 

@@ -53,11 +53,14 @@ class TrainProgress:
         start: the step training starts after (0 for a fresh run).
         log_every: in non-interactive mode, log a line every this many steps.
         live: draw a rich progress bar (default: when stdout is a terminal).
+        metric: name of the training metric shown next to the loss.
+        percent: show the metric as a percentage (accuracy) rather than a number (MSE).
     """
 
     def __init__(self, total: int, start: int = 0, log_every: int = 50,
-                 live: bool | None = None) -> None:
+                 live: bool | None = None, metric: str = "acc", percent: bool = True) -> None:
         self.total, self.start, self.log_every = total, start, max(1, log_every)
+        self.metric, self.percent = metric, percent
         self.live = interactive() if live is None else live
         self._t0 = time.perf_counter()
         self._progress: Any = None
@@ -79,7 +82,9 @@ class TrainProgress:
 
             self._progress = Progress(
                 TextColumn("[bold]meta-train"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("loss {task.fields[loss]:.3f}  acc {task.fields[acc]:6.1%}"),
+                TextColumn("loss {task.fields[loss]:.3f}  " + self.metric
+                           + (" {task.fields[value]:6.1%}" if self.percent
+                              else " {task.fields[value]:.4f}")),
                 TextColumn("{task.fields[speed]:.2f} it/s"), TimeElapsedColumn(),
                 TextColumn("eta"), TimeRemainingColumn(),
                 console=Console(file=sys.stdout), transient=False,
@@ -90,7 +95,7 @@ class TrainProgress:
             self._progress.__enter__()
             self._task = self._progress.add_task(
                 "train", total=self.total, completed=self.start, loss=float("nan"),
-                acc=float("nan"), speed=0.0,
+                value=float("nan"), speed=0.0,
             )
         return self
 
@@ -104,15 +109,18 @@ class TrainProgress:
         """Steps per second since this progress started."""
         return (step - self.start) / max(time.perf_counter() - self._t0, 1e-9)
 
-    def update(self, step: int, loss: float, acc: float) -> None:
-        """Report that ``step`` finished with training ``loss`` and ``acc`` (running means)."""
+    def update(self, step: int, loss: float, value: float) -> None:
+        """Report that ``step`` finished with training ``loss`` and metric ``value``
+        (running means)."""
         speed = self.speed(step)
         if self._progress is not None:
-            self._progress.update(self._task, completed=step, loss=loss, acc=acc, speed=speed)
+            self._progress.update(self._task, completed=step, loss=loss, value=value,
+                                  speed=speed)
         elif step % self.log_every == 0 or step == self.total:
             eta = timedelta(seconds=round((self.total - step) / max(speed, 1e-9)))
-            log.info("step %d/%d  loss %.4f  acc %.2f%%  %.2f it/s  eta %s",
-                     step, self.total, loss, 100 * acc, speed, eta)
+            shown = f"{100 * value:.2f}%" if self.percent else f"{value:.4f}"
+            log.info("step %d/%d  loss %.4f  %s %s  %.2f it/s  eta %s",
+                     step, self.total, loss, self.metric, shown, speed, eta)
 
 
 @contextmanager

@@ -26,6 +26,9 @@ from metarun.types import EvalResult
 log = logging.getLogger("metarun")
 
 
+LR_SCHEDULES = ("constant", "cosine")
+
+
 class NonFiniteLossError(RuntimeError):
     """The meta-loss became NaN or infinite; training stopped before the update."""
 
@@ -54,7 +57,14 @@ class Trainer:
         checkpoint_dir: where ``best.pt`` and ``last.pt`` go.
         metrics: the run's ``metrics.jsonl``.
         grad_clip: clip the global gradient norm to this value (``None``: no clipping).
+        lr_schedule: ``"constant"``, or ``"cosine"``: anneal every learning rate of
+            ``optimizer`` from its initial value to ``min_lr`` over the ``iterations`` steps
+            (as MAML++ does), stepping once per meta-update.
+        min_lr: the final learning rate of the cosine schedule.
         checkpoint_extra: plain values stored in every checkpoint (the resolved config).
+
+    The metric that picks the best checkpoint is the algorithm's task type's (accuracy is
+    maximised, MSE minimised); a non-finite validation score never becomes the best.
     """
 
     def __init__(
@@ -71,6 +81,8 @@ class Trainer:
         checkpoint_dir: Path,
         metrics: MetricsLog,
         grad_clip: float | None = None,
+        lr_schedule: str = "constant",
+        min_lr: float = 0.0,
         checkpoint_extra: dict[str, Any] | None = None,
     ) -> None:
         for key, value in (("train.iterations", iterations), ("train.meta_batch", meta_batch),
@@ -79,6 +91,11 @@ class Trainer:
                 raise ValueError(f"{key} must be at least 1; got {value}")
         if grad_clip is not None and grad_clip <= 0:
             raise ValueError(f"train.grad_clip must be positive or null; got {grad_clip}")
+        if lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"train.lr_schedule must be one of {LR_SCHEDULES}; got "
+                             f"{lr_schedule!r}")
+        if min_lr < 0:
+            raise ValueError(f"train.min_lr must be non-negative; got {min_lr}")
         self.algorithm, self.optimizer, self.sampler = algorithm, optimizer, sampler
         self.val_episodes = val_episodes
         self.iterations, self.meta_batch = iterations, meta_batch
@@ -88,15 +105,23 @@ class Trainer:
         self.metrics = metrics
         self.extra = checkpoint_extra or {}
         self.generator = torch.Generator().manual_seed(seed)
+        self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+        if lr_schedule == "cosine":
+            self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+                optimizer, T_max=iterations, eta_min=min_lr)
 
     def fit(self) -> TrainResult:
         t0 = time.perf_counter()
         best: tuple[int, EvalResult] | None = None
-        window_loss = window_acc = 0.0
+        window_loss = window_score = 0.0
         window = 0
+        task_type = self.algorithm.task_type
+        metric = task_type.metric
         self.algorithm.train()
-        with TrainProgress(self.iterations, log_every=self.log_every) as progress:
+        with TrainProgress(self.iterations, log_every=self.log_every, metric=metric,
+                           percent=task_type.name == "classification") as progress:
             for step in range(1, self.iterations + 1):
+                self.algorithm.scheduled(step)
                 batch = self.sampler.sample(self.meta_batch, self.generator)
                 out = self.algorithm.meta_train_step(batch)
                 loss = out.loss.detach().item()
@@ -110,32 +135,39 @@ class Trainer:
                 out.loss.backward()
                 if self.grad_clip is not None:
                     torch.nn.utils.clip_grad_norm_(self.algorithm.parameters(), self.grad_clip)
+                lr = self.optimizer.param_groups[0]["lr"]
                 self.optimizer.step()
+                if self.scheduler is not None:
+                    self.scheduler.step()
 
                 window_loss += loss
-                window_acc += out.metrics.get("acc", float("nan"))
+                window_score += out.metrics.get(metric, float("nan"))
                 window += 1
-                progress.update(step, window_loss / window, window_acc / window)
+                progress.update(step, window_loss / window, window_score / window)
                 if step % self.log_every == 0 or step == self.iterations:
-                    self.metrics.write(step, "train", window_loss / window, window_acc / window,
-                                       time.perf_counter() - t0)
-                    window_loss = window_acc = 0.0
+                    self.metrics.write(step, "train", window_loss / window,
+                                       time.perf_counter() - t0,
+                                       **{metric: window_score / window}, lr=lr)
+                    window_loss = window_score = 0.0
                     window = 0
 
                 if step % self.eval_every == 0 or step == self.iterations:
                     val = evaluate(self.algorithm, self.val_episodes)
                     self.algorithm.train()
-                    self.metrics.write(step, "val", val.loss, val.acc, time.perf_counter() - t0,
-                                       ci95=val.ci95)
-                    improved = best is None or val.acc > best[1].acc
-                    log.info("step %d: val acc %.2f%% ± %.2f%% over %d episodes%s", step,
-                             100 * val.acc, 100 * val.ci95, val.episodes,
+                    self.metrics.write(step, "val", val.loss, time.perf_counter() - t0,
+                                       **{metric: val.score}, ci95=val.ci95)
+                    improved = math.isfinite(val.score) and (
+                        best is None or task_type.better(val.score, best[1].score))
+                    log.info("step %d: val %s %s over %d episodes%s", step, metric,
+                             task_type.format(val.score, val.ci95), val.episodes,
                              " (best so far)" if improved else "")
                     if improved:
                         best = (step, val)
                         self._save("best.pt", step, val, best)
                     self._save("last.pt", step, val, best)
-        assert best is not None  # the last step always validates
+        if best is None:
+            raise NonFiniteLossError(
+                f"every validation {metric} was non-finite; no best checkpoint was written")
         return TrainResult(best[0], best[1], self.iterations, time.perf_counter() - t0)
 
     def _save(self, name: str, step: int, val: EvalResult,
@@ -144,6 +176,7 @@ class Trainer:
             "step": step,
             "algorithm": self.algorithm.state_dict(),
             "optimizer": self.optimizer.state_dict(),
+            "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
             "val": val.as_dict(),
             "best": None if best is None else {"step": best[0], **best[1].as_dict()},
             "rng": {"episodes": self.generator.get_state(), "torch": torch.get_rng_state()},

@@ -18,6 +18,18 @@ from tests.helpers import compose_config
 CONF = Path(_config_dir())
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name != "hydra")
 OPTIONS = [(g, f.stem) for g in GROUPS for f in sorted((CONF / g).glob("*.yaml"))]
+REGRESSION_TASKS = {"k5", "k10", "k20"}
+
+
+def _overrides(group: str, option: str) -> list[str]:
+    """How to select ``option``: regression tasks go with the sinusoid, and an ``algo_data``
+    option is chosen by its (algo, data) pair, never by name."""
+    if group == "algo_data":
+        algo, data = option.rsplit("_", 1)
+        return [f"algo={algo}", f"data={data}"]
+    if group == "task" and option in REGRESSION_TASKS:
+        return ["data=sinusoid", f"task={option}"]
+    return [f"{group}={option}"]
 REQUIRED_KEYS = ["task.ways", "task.shots", "task.queries", "train.iterations",
                  "train.meta_batch", "train.eval_every", "eval.val_episodes",
                  "eval.test_episodes", "seed", "data.root", "data.split", "device.name"]
@@ -41,10 +53,10 @@ def test_defaults() -> None:
 
 @pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_every_option_composes_and_instantiates(group: str, option: str) -> None:
-    cfg = compose_config(f"{group}={option}")
+    cfg = compose_config(*_overrides(group, option))
     OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     dataset = instantiate(cfg.data)
-    algorithm = build_algorithm(cfg, dataset.image_shape)
+    algorithm = build_algorithm(cfg, dataset)
     assert isinstance(algorithm, Algorithm)
     algorithm.check_task(cfg.eval.ways)
     optimizer = instantiate(cfg.optim)(algorithm.parameters())
@@ -69,3 +81,28 @@ def test_data_root_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -
 def test_unknown_keys_and_options_fail(override: str) -> None:
     with pytest.raises(ConfigCompositionException):
         compose_config(override)
+
+
+def test_sinusoid_chooses_its_task_backbone_and_inner_lr() -> None:
+    cfg = compose_config("data=sinusoid")
+    assert cfg.backbone._target_.endswith(".MLP")
+    assert (cfg.task.ways, cfg.task.shots) == (1, 10)
+    assert cfg.algo.inner_lr == 0.01  # from conf/algo_data/maml_sinusoid.yaml
+    # The command line still wins over the dataset's and the pair's choices.
+    cfg = compose_config("data=sinusoid", "task=k5", "algo.inner_lr=0.02")
+    assert (cfg.task.shots, cfg.algo.inner_lr, cfg.algo.test_inner_lr) == (5, 0.02, 0.02)
+    assert compose_config("algo=maml").algo.inner_lr == 0.4  # images: untouched
+
+
+def test_algo_data_options_name_real_pairs() -> None:
+    algos = {f.stem for f in (CONF / "algo").glob("*.yaml")}
+    datas = {f.stem for f in (CONF / "data").glob("*.yaml")}
+    for f in (CONF / "algo_data").glob("*.yaml"):
+        algo, data = f.stem.rsplit("_", 1)
+        assert algo in algos and data in datas, f.name
+
+
+def test_regression_with_a_classification_only_algorithm_fails_clearly() -> None:
+    cfg = compose_config("data=sinusoid", "algo=protonet")
+    with pytest.raises(Exception, match="classification tasks only"):
+        build_algorithm(cfg, instantiate(cfg.data))

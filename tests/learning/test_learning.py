@@ -23,7 +23,7 @@ def _untrained_accuracy(cfg: DictConfig) -> float:
     """The run's model as initialised (same seed), meta-tested on the run's test episodes."""
     dataset = instantiate(cfg.data)
     torch.manual_seed(cfg.seed)
-    algorithm = build_algorithm(cfg, dataset.image_shape)
+    algorithm = build_algorithm(cfg, dataset)
     return evaluate(algorithm, fixed_episodes(cfg, dataset.load(), Split.TEST)).acc
 
 
