@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from metarun.backbones.norm import BatchNorm2d
+
 
 class Conv4(nn.Module):
     """Blocks of [3x3 conv, batch norm, ReLU, 2x2 max-pool], then flatten.
@@ -11,9 +13,10 @@ class Conv4(nn.Module):
     On 28x28 Omniglot four blocks of 64 filters give a 64-d embedding; on 84x84 images,
     1600-d.
 
-    Batch norm: plain ``nn.BatchNorm2d`` with learnable affine parameters and running
-    statistics. Which statistics are used at meta-test time is not this module's choice: the
-    algorithm's ``bn_mode`` decides (see :mod:`metarun.algorithms.base`).
+    Batch norm: :class:`~metarun.backbones.norm.BatchNorm2d` (``nn.BatchNorm2d``'s parameters
+    and maths, vmap-safe), with learnable affine parameters and running statistics. Which
+    statistics are used at meta-test time is not this module's choice: the algorithm's
+    ``bn_mode`` decides (see :mod:`metarun.algorithms.base`).
 
     Args:
         input_shape: ``(C, H, W)`` of the input images.
@@ -35,7 +38,7 @@ class Conv4(nn.Module):
         for i in range(layers):
             blocks += [
                 nn.Conv2d(channels if i == 0 else hidden, hidden, 3, padding=1),
-                nn.BatchNorm2d(hidden),
+                BatchNorm2d(hidden),
                 nn.ReLU(),
                 nn.MaxPool2d(2),
             ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
 from metarun.algorithms.protonet import ProtoNet
 from metarun.backbones.conv4 import Conv4
@@ -59,3 +60,29 @@ def test_bn_running_mode_uses_running_statistics() -> None:
 def test_bad_bn_mode() -> None:
     with pytest.raises(ValueError, match="algo.bn_mode"):
         ProtoNet(Conv4((1, 28, 28)), bn_mode="frozen")
+
+
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_vmap_safe_batch_norm_matches_torch(momentum: float | None) -> None:
+    from metarun.backbones.norm import BatchNorm2d
+
+    torch.manual_seed(0)
+    ours, theirs = BatchNorm2d(3, momentum=momentum), nn.BatchNorm2d(3, momentum=momentum)
+    with torch.no_grad():
+        for m in (ours, theirs):
+            m.weight.copy_(torch.tensor([0.5, 2.0, -1.0]))
+            m.bias.copy_(torch.tensor([0.1, 0.0, 3.0]))
+    assert ours.state_dict().keys() == theirs.state_dict().keys()
+    for _ in range(3):  # training: batch statistics, running statistics updated alike
+        x = torch.randn(4, 3, 5, 5)
+        torch.testing.assert_close(ours(x), theirs(x))
+    for a, b in zip(ours.buffers(), theirs.buffers(), strict=True):
+        torch.testing.assert_close(a, b)
+    ours.eval()
+    theirs.eval()
+    x = torch.randn(2, 3, 5, 5)
+    torch.testing.assert_close(ours(x), theirs(x))  # running statistics
+    ours.track_running_stats = theirs.track_running_stats = False
+    ours.train()
+    theirs.train()
+    torch.testing.assert_close(ours(x), theirs(x))
