@@ -89,7 +89,8 @@ def run(cfg: DictConfig, output_dir: str | Path) -> RunResult:
             eval_every=cfg.train.eval_every, log_every=cfg.train.log_every, seed=cfg.seed,
             checkpoint_dir=out / "checkpoints", metrics=metrics,
             grad_clip=cfg.train.grad_clip, lr_schedule=cfg.train.lr_schedule,
-            min_lr=cfg.train.min_lr, checkpoint_extra={"config": resolved},
+            min_lr=cfg.train.min_lr, lr_step_every=cfg.train.lr_step_every,
+            lr_gamma=cfg.train.lr_gamma, checkpoint_extra={"config": resolved},
         )
         trained = trainer.fit()
 

@@ -26,7 +26,25 @@ from metarun.types import EvalResult
 log = logging.getLogger("metarun")
 
 
-LR_SCHEDULES = ("constant", "cosine")
+LR_SCHEDULES = ("constant", "cosine", "linear", "step")
+
+
+def _scheduler(optimizer: torch.optim.Optimizer, name: str, iterations: int, min_lr: float,
+               step_every: int, gamma: float) -> torch.optim.lr_scheduler.LRScheduler | None:
+    lr = torch.optim.lr_scheduler
+    if name == "cosine":
+        return lr.CosineAnnealingLR(optimizer, T_max=iterations, eta_min=min_lr)
+    if name == "linear":
+        # Per group: from its initial lr at step 0 to min_lr after the last step.
+        lambdas = [
+            (lambda t, base=g["lr"]: 1.0 - (1.0 - min_lr / base) * min(t, iterations)
+             / iterations) if g["lr"] > 0 else (lambda t: 1.0)
+            for g in optimizer.param_groups
+        ]
+        return lr.LambdaLR(optimizer, lambdas)
+    if name == "step":
+        return lr.StepLR(optimizer, step_size=step_every, gamma=gamma)
+    return None
 
 
 class NonFiniteLossError(RuntimeError):
@@ -57,10 +75,14 @@ class Trainer:
         checkpoint_dir: where ``best.pt`` and ``last.pt`` go.
         metrics: the run's ``metrics.jsonl``.
         grad_clip: clip the global gradient norm to this value (``None``: no clipping).
-        lr_schedule: ``"constant"``, or ``"cosine"``: anneal every learning rate of
-            ``optimizer`` from its initial value to ``min_lr`` over the ``iterations`` steps
-            (as MAML++ does), stepping once per meta-update.
-        min_lr: the final learning rate of the cosine schedule.
+        lr_schedule: how every learning rate of ``optimizer`` changes, once per meta-update:
+            ``"constant"``; ``"cosine"``: from its initial value to ``min_lr`` over
+            ``iterations`` steps (MAML++); ``"linear"``: the same, linearly (Reptile's
+            annealed outer step size); ``"step"``: multiplied by ``lr_gamma`` every
+            ``lr_step_every`` steps (ProtoNet's halving every 2000 episodes).
+        min_lr: the final learning rate of the cosine and linear schedules.
+        lr_step_every: period of the step schedule.
+        lr_gamma: factor of the step schedule.
         checkpoint_extra: plain values stored in every checkpoint (the resolved config).
 
     The metric that picks the best checkpoint is the algorithm's task type's (accuracy is
@@ -83,6 +105,8 @@ class Trainer:
         grad_clip: float | None = None,
         lr_schedule: str = "constant",
         min_lr: float = 0.0,
+        lr_step_every: int = 2000,
+        lr_gamma: float = 0.5,
         checkpoint_extra: dict[str, Any] | None = None,
     ) -> None:
         for key, value in (("train.iterations", iterations), ("train.meta_batch", meta_batch),
@@ -96,6 +120,9 @@ class Trainer:
                              f"{lr_schedule!r}")
         if min_lr < 0:
             raise ValueError(f"train.min_lr must be non-negative; got {min_lr}")
+        if lr_step_every < 1 or not 0 < lr_gamma <= 1:
+            raise ValueError("train.lr_step_every must be at least 1 and train.lr_gamma in "
+                             f"(0, 1]; got {lr_step_every}, {lr_gamma}")
         self.algorithm, self.optimizer, self.sampler = algorithm, optimizer, sampler
         self.val_episodes = val_episodes
         self.iterations, self.meta_batch = iterations, meta_batch
@@ -105,10 +132,8 @@ class Trainer:
         self.metrics = metrics
         self.extra = checkpoint_extra or {}
         self.generator = torch.Generator().manual_seed(seed)
-        self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
-        if lr_schedule == "cosine":
-            self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-                optimizer, T_max=iterations, eta_min=min_lr)
+        self.scheduler = _scheduler(optimizer, lr_schedule, iterations, min_lr, lr_step_every,
+                                    lr_gamma)
 
     def fit(self) -> TrainResult:
         t0 = time.perf_counter()
