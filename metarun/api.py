@@ -1,10 +1,15 @@
 """Use a meta-trained model from Python: load a checkpoint, adapt to a support set, predict.
 
+Classification (Omniglot):
+
     >>> import metarun
     >>> learner = metarun.load("outputs/2026-11-23/12-00-00/checkpoints/best.pt")
     >>> support_x = learner.preprocess(support_images)      # PIL images or uint8 arrays
     >>> predict = learner.adapt(support_x, support_labels)  # labels 0..N-1
     >>> logits = predict(learner.preprocess(query_images))  # [n_query, N]
+
+Regression (sinusoid): ``preprocess`` takes numbers, ``adapt`` takes targets ``[K]`` or
+``[K, 1]``, and the predictor returns values ``[n_query, 1]``.
 """
 
 from __future__ import annotations
@@ -58,24 +63,34 @@ class Learner:
         self._dataset = dataset
 
     def preprocess(self, images: Sequence[Any]) -> Tensor:
-        """Raw images to model input with exactly the training preprocessing.
+        """Raw inputs to model input with exactly the training preprocessing.
 
         Args:
             images: PIL images or uint8 arrays, in the dataset's raw form (for Omniglot: dark
-                strokes on a light background).
+                strokes on a light background); for the sinusoid, numbers.
 
         Returns:
-            ``[B, C, H, W]`` float tensor on the learner's device.
+            ``[B, C, H, W]`` (sinusoid: ``[B, 1]``) float tensor on the learner's device.
         """
         return self._dataset.preprocess(images).to(self.device)
 
-    def adapt(self, support_x: Tensor, support_y: Tensor | Sequence[int]) -> Predictor:
-        """Adapt to a support set; the returned predictor maps query images to logits.
+    def adapt(self, support_x: Tensor,
+              support_y: Tensor | Sequence[int] | Sequence[float]) -> Predictor:
+        """Adapt to a support set; the returned predictor maps query inputs to predictions.
 
         Args:
-            support_x: ``[N*K, C, H, W]``, e.g. from :meth:`preprocess`.
-            support_y: ``[N*K]`` labels in ``0..N-1``, every label present.
+            support_x: ``[N*K, C, H, W]`` images (regression: ``[K, D_in]``), e.g. from
+                :meth:`preprocess`.
+            support_y: classification: ``[N*K]`` labels in ``0..N-1``, every label present
+                (the predictor returns logits ``[n_query, N]``); regression: ``[K]`` or
+                ``[K, D_out]`` targets (the predictor returns values ``[n_query, D_out]``).
         """
+        if self.algorithm.task_type.name == "regression":
+            targets = torch.as_tensor(support_y, dtype=torch.float32, device=self.device)
+            targets = targets[:, None] if targets.dim() == 1 else targets
+            if len(targets) != len(support_x):
+                raise ValueError("support_y must hold one target per support input")
+            return self.algorithm.adapt(support_x.to(self.device), targets)
         labels = torch.as_tensor(support_y, dtype=torch.long, device=self.device)
         ways = int(labels.max()) + 1 if labels.numel() else 0
         if labels.numel() != len(support_x) or labels.min() < 0 or \
@@ -83,7 +98,6 @@ class Learner:
             raise ValueError("support_y must hold one label per support image, covering "
                              "0..N-1 with every label present")
         return self.algorithm.adapt(support_x.to(self.device), labels)
-
 
 def load(path: str | Path, device: str = "auto") -> Learner:
     """Load the learner saved in a metarun checkpoint (``best.pt`` or ``last.pt``).

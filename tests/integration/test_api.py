@@ -71,3 +71,28 @@ def test_checkpoint_with_pickled_code_is_refused(finished: Path, tmp_path: Path)
     torch.save(blob, tmp_path / "code.pt")
     with pytest.raises(ValueError, match="could not be loaded as a metarun checkpoint"):
         metarun.load(str(tmp_path / "code.pt"), device="cpu")
+
+
+def test_regression_checkpoint_adapts_to_a_sine(tmp_path: Path) -> None:
+    import math
+
+    from tests.helpers import compose_config
+
+    cfg = compose_config("device=cpu", "data=sinusoid", "train.iterations=300",
+                         "train.meta_batch=8", "train.eval_every=300", "eval.val_episodes=10",
+                         "eval.test_episodes=20")
+    run(cfg, tmp_path)
+    learner = metarun.load(str(tmp_path / "checkpoints" / "best.pt"), device="cpu")
+    xs = [-4.0 + 0.8 * i for i in range(10)]
+    amplitude, phase = 3.0, 1.0
+    ys = [amplitude * math.sin(x - phase) for x in xs]
+    predict = learner.adapt(learner.preprocess(xs), ys)
+    query = learner.preprocess([-2.5, 0.3, 2.2])
+    values = predict(query)
+    assert values.shape == (3, 1) and torch.isfinite(values).all()
+    target = amplitude * torch.sin(query - phase)
+    unadapted = learner.algorithm.net(query)
+    # Ten points of one sine are enough for the meta-learned model to get closer to it.
+    assert (values - target).pow(2).mean() < (unadapted - target).pow(2).mean()
+    with pytest.raises(ValueError, match="one target per support input"):
+        learner.adapt(learner.preprocess(xs), ys[:-1])
