@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from metarun.algorithms.base import Algorithm
-from metarun.tasktypes import CLASSIFICATION, TaskType
-from metarun.types import EpisodeBatch, StepOutput
+from metarun.algorithms.metric import MetricAlgorithm
 
 
 def prototypes(embeddings: Tensor, labels: Tensor, ways: int) -> Tensor:
@@ -24,7 +19,7 @@ def squared_distances(a: Tensor, b: Tensor) -> Tensor:
     return (a[:, None, :] - b[None, :, :]).pow(2).sum(-1)
 
 
-class ProtoNet(Algorithm):
+class ProtoNet(MetricAlgorithm):
     """Classify a query by the nearest class mean (prototype) in embedding space.
 
     Logits are negative squared Euclidean distances to the prototypes; the backbone is the
@@ -36,26 +31,6 @@ class ProtoNet(Algorithm):
         task_type: the data's task type (classification only).
     """
 
-    def __init__(self, backbone: nn.Module, bn_mode: str = "running",
-                 task_type: TaskType = CLASSIFICATION) -> None:
-        super().__init__(bn_mode=bn_mode, task_type=task_type)
-        self.backbone = backbone
-
-    def meta_train_step(self, batch: EpisodeBatch) -> StepOutput:
-        losses, accs = [], []
-        for task in batch:
-            n_support = task.support_x.shape[0]
-            # One forward pass over support and query: one set of batch statistics per task.
-            z = self.backbone(torch.cat([task.support_x, task.query_x]))
-            protos = prototypes(z[:n_support], task.support_y, task.ways)
-            loss, acc = self.task_type.loss_and_score(
-                -squared_distances(z[n_support:], protos), task.query_y)
-            losses.append(loss)
-            accs.append(acc)
-        metrics = {self.task_type.metric: float(torch.stack(accs).mean())}
-        return StepOutput(torch.stack(losses).mean(), metrics)
-
-    def _adapt(self, support_x: Tensor, support_y: Tensor) -> Callable[[Tensor], Tensor]:
-        with torch.no_grad():
-            protos = prototypes(self.backbone(support_x), support_y, int(support_y.max()) + 1)
-        return lambda query_x: -squared_distances(self.backbone(query_x), protos)
+    def predict(self, support_z: Tensor, support_y: Tensor, query_z: Tensor,
+                ways: int) -> Tensor:
+        return -squared_distances(query_z, prototypes(support_z, support_y, ways))
