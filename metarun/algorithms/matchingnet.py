@@ -1,0 +1,71 @@
+"""Matching Networks (Vinyals, Blundell, Lillicrap, Kavukcuoglu & Wierstra, NeurIPS 2016)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from metarun.algorithms.metric import MetricAlgorithm
+from metarun.tasktypes import CLASSIFICATION, TaskType
+
+
+class MatchingNet(MetricAlgorithm):
+    """Label a query by attention over the support set: ``p(y|x) = sum_i a(x, x_i) y_i``.
+
+    The attention ``a`` is a softmax over the cosine similarities between the query's and
+    the support images' embeddings. Predictions are the log of those class probabilities
+    (so cross-entropy on them is the paper's negative log-likelihood). Works for any number
+    of ways and shots at meta-test.
+
+    With ``fce`` (full context embeddings), the support embeddings are re-read by a
+    bidirectional LSTM over the support set (``g``) and each query embedding by an
+    attention LSTM that attends to them for ``fce_steps`` steps (``f``). Without FCE the
+    prediction does not depend on the order of the support set; with FCE it does (``g`` reads
+    the support set as a sequence, as in the paper). The attention LSTM's hidden state is
+    ``h + r`` (the paper concatenates ``[h, r]``), so every state has the embedding's width.
+
+    Args:
+        backbone: feature extractor with ``out_dim``.
+        fce: use full context embeddings.
+        fce_steps: processing steps of the attention LSTM.
+        bn_mode: see :class:`~metarun.algorithms.base.Algorithm`.
+        task_type: the data's task type (classification only).
+    """
+
+    def __init__(self, backbone: nn.Module, fce: bool = False, fce_steps: int = 5,
+                 bn_mode: str = "running", task_type: TaskType = CLASSIFICATION) -> None:
+        super().__init__(backbone, bn_mode=bn_mode, task_type=task_type)
+        if fce_steps < 1:
+            raise ValueError(f"algo.fce_steps must be at least 1; got {fce_steps}")
+        self.fce, self.fce_steps = fce, fce_steps
+        dim: int = backbone.out_dim  # type: ignore[assignment]
+        if fce:
+            self.support_lstm = nn.LSTM(dim, dim, bidirectional=True, batch_first=True)
+            self.query_cell = nn.LSTMCell(dim, dim)
+
+    def predict(self, support_z: Tensor, support_y: Tensor, query_z: Tensor,
+                ways: int) -> Tensor:
+        """``[S, D]`` support and ``[Q, D]`` query embeddings to log p(y|x) ``[Q, ways]``."""
+        if self.fce:
+            support_z = self._g(support_z)
+            query_z = self._f(query_z, support_z)
+        similarity = F.cosine_similarity(query_z[:, None, :], support_z[None, :, :], dim=-1)
+        attention = similarity.softmax(dim=1)  # [Q, S]
+        probs = attention @ F.one_hot(support_y, ways).to(attention.dtype)
+        return probs.clamp_min(1e-12).log()
+
+    def _g(self, support_z: Tensor) -> Tensor:
+        out, _ = self.support_lstm(support_z[None])  # [1, S, 2D]
+        forward, backward = out[0].chunk(2, dim=-1)
+        return support_z + forward + backward
+
+    def _f(self, query_z: Tensor, support_g: Tensor) -> Tensor:
+        h = torch.zeros_like(query_z)
+        c = torch.zeros_like(query_z)
+        r = torch.zeros_like(query_z)
+        for _ in range(self.fce_steps):
+            h_hat, c = self.query_cell(query_z, (h + r, c))
+            h = h_hat + query_z
+            r = (h @ support_g.T).softmax(dim=1) @ support_g
+        return h

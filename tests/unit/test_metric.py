@@ -1,0 +1,78 @@
+"""Matching and Relation Networks: the properties that define each, on small models."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from metarun.algorithms.matchingnet import MatchingNet
+from metarun.algorithms.relationnet import RelationNet
+from metarun.backbones.conv4 import Conv4
+from metarun.types import EpisodeBatch
+
+WAYS, SHOTS, QUERIES = 5, 1, 3
+
+
+def _batch(tasks: int = 2, shots: int = SHOTS) -> EpisodeBatch:
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(WAYS)
+    return EpisodeBatch(
+        support_x=torch.rand(tasks, WAYS * shots, 1, 28, 28, generator=g),
+        support_y=labels.repeat_interleave(shots).expand(tasks, -1),
+        query_x=torch.rand(tasks, WAYS * QUERIES, 1, 28, 28, generator=g),
+        query_y=labels.repeat_interleave(QUERIES).expand(tasks, -1),
+        class_ids=labels.expand(tasks, -1),
+    )
+
+
+@pytest.mark.parametrize("fce", [False, True])
+def test_matching_attention_picks_the_identical_support_image(fce: bool) -> None:
+    torch.manual_seed(0)
+    model = MatchingNet(Conv4((1, 28, 28), hidden=16), fce=fce)
+    task = _batch()[0]
+    order = torch.tensor([3, 0, 4, 1, 2])  # query i is support image order[i]
+    logp = model.adapt(task.support_x, task.support_y)(task.support_x[order])
+    assert logp.shape == (WAYS, WAYS)
+    torch.testing.assert_close(logp.exp().sum(-1), torch.ones(WAYS))  # log-probabilities
+    if not fce:  # cosine similarity 1 with itself: the largest attention weight
+        assert torch.equal(logp.argmax(-1), task.support_y[order])
+
+
+def test_matching_without_fce_ignores_the_support_order() -> None:
+    torch.manual_seed(0)
+    model = MatchingNet(Conv4((1, 28, 28), hidden=16)).eval()
+    task = _batch()[0]
+    perm = torch.randperm(WAYS)
+    a = model.adapt(task.support_x, task.support_y)(task.query_x)
+    b = model.adapt(task.support_x[perm], task.support_y[perm])(task.query_x)
+    torch.testing.assert_close(a, b)
+
+
+def test_matching_trains_every_fce_parameter() -> None:
+    torch.manual_seed(0)
+    model = MatchingNet(Conv4((1, 28, 28), hidden=16), fce=True, fce_steps=2)
+    model.meta_train_step(_batch()).loss.backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize("shots", [1, 3])
+def test_relation_scores_lie_in_unit_interval_with_one_per_class(shots: int) -> None:
+    torch.manual_seed(0)
+    model = RelationNet(Conv4((1, 28, 28), hidden=16), hidden=8)
+    task = _batch(shots=shots)[0]
+    scores = model.adapt(task.support_x, task.support_y)(task.query_x)
+    assert scores.shape == (WAYS * QUERIES, WAYS)
+    assert ((scores >= 0) & (scores <= 1)).all()
+    out = model.meta_train_step(_batch(shots=shots))
+    out.loss.backward()
+    assert 0 <= out.metrics["acc"] <= 1
+    assert all(p.grad is not None for p in model.relation.parameters())
+
+
+def test_relation_loss_is_mse_against_one_hot() -> None:
+    scores = torch.tensor([[0.9, 0.2], [0.4, 0.6]])
+    relation = RelationNet(Conv4((1, 28, 28), hidden=8))
+    loss, acc = relation.loss_and_score(scores, torch.tensor([0, 0]))
+    torch.testing.assert_close(loss, torch.tensor((0.01 + 0.04 + 0.36 + 0.36) / 4))
+    assert acc == 0.5
