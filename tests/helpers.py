@@ -2,13 +2,29 @@
 
 from __future__ import annotations
 
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from metarun.cli import _config_dir
+from metarun.types import EpisodeBatch
 
 
 def compose_config(*overrides: str) -> DictConfig:
     """metarun's config composed with ``overrides``, exactly as the CLI composes it."""
     with initialize_config_dir(config_dir=_config_dir(), version_base="1.3"):
         return compose(config_name="config", overrides=list(overrides))
+
+
+def random_image_batch(tasks: int, ways: int, shots: int, queries: int,
+                       seed: int = 0) -> EpisodeBatch:
+    """``tasks`` episodes of random 1x28x28 pixels with the usual label layout."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(ways)
+    return EpisodeBatch(
+        support_x=torch.rand(tasks, ways * shots, 1, 28, 28, generator=g),
+        support_y=labels.repeat_interleave(shots).expand(tasks, -1),
+        query_x=torch.rand(tasks, ways * queries, 1, 28, 28, generator=g),
+        query_y=labels.repeat_interleave(queries).expand(tasks, -1),
+        class_ids=labels.expand(tasks, -1),
+    )

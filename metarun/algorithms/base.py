@@ -113,22 +113,37 @@ class Algorithm(nn.Module, ABC):
         the default does nothing.
         """
 
+    def norms(self) -> list[nn.modules.batchnorm._BatchNorm]:
+        """Every batch-norm module of the algorithm."""
+        return [m for m in self.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
     @contextmanager
-    def inference(self) -> Iterator[None]:
-        """Put the modules in meta-test mode for the duration, honouring ``bn_mode``."""
-        was_training = self.training
-        norms = [m for m in self.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    def running_stats_off(self) -> Iterator[None]:
+        """Batch norm without reading or writing running statistics, for the duration: in
+        training mode each forward pass normalises with its own batch statistics."""
+        norms = self.norms()
         tracked = [m.track_running_stats for m in norms]
-        self.eval()
-        if self.bn_mode == "batch":
-            for m in norms:
-                # Batch statistics, and the running buffers neither read nor updated.
-                m.train()
-                m.track_running_stats = False
+        for m in norms:
+            m.track_running_stats = False
         try:
             yield
         finally:
             for m, t in zip(norms, tracked, strict=True):
                 m.track_running_stats = t
-            self.train(was_training)
 
+    @contextmanager
+    def inference(self) -> Iterator[None]:
+        """Put the modules in meta-test mode for the duration, honouring ``bn_mode``."""
+        was_training = self.training
+        self.eval()
+        try:
+            if self.bn_mode == "batch":
+                # Batch statistics, and the running buffers neither read nor updated.
+                for m in self.norms():
+                    m.train()
+                with self.running_stats_off():
+                    yield
+            else:
+                yield
+        finally:
+            self.train(was_training)

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -80,7 +79,7 @@ class MAML(Algorithm):
         self.test_inner_steps = int(test_inner_steps)
         self.first_order = first_order
         self.vectorize = vectorize
-        if vectorize and bn_mode == "running" and self._norms():
+        if vectorize and bn_mode == "running" and self.norms():
             raise ValueError(
                 "algo.vectorize=true needs algo.bn_mode=batch: batch-norm running statistics "
                 "cannot be updated per task under vmap"
@@ -145,7 +144,7 @@ class MAML(Algorithm):
 
     def meta_train_step(self, batch: EpisodeBatch) -> StepOutput:
         if self.vectorize:
-            with self._running_stats_off():
+            with self.running_stats_off():
                 losses, scores = torch.func.vmap(
                     lambda sx, sy, qx, qy: self.task_loss(sx, sy, qx, qy, functional=True)
                 )(batch.support_x, batch.support_y, batch.query_x, batch.query_y)
@@ -170,22 +169,6 @@ class MAML(Algorithm):
         fast = {k: v.detach() for k, v in trajectory[-1].items()}
         state = _after(self._state(), len(trajectory) - 1)
         return lambda query_x: forward(learner, fast, self._features(query_x), state)
-
-    def _norms(self) -> list[nn.modules.batchnorm._BatchNorm]:
-        return [m for m in self.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-
-    @contextmanager
-    def _running_stats_off(self) -> Iterator[None]:
-        """Batch norm without reading or writing running statistics, for the duration."""
-        norms = self._norms()
-        tracked = [m.track_running_stats for m in norms]
-        for m in norms:
-            m.track_running_stats = False
-        try:
-            yield
-        finally:
-            for m, t in zip(norms, tracked, strict=True):
-                m.track_running_stats = t
 
 
 def _after(state: StepState | None, steps: int) -> Mapping[str, Tensor] | None:

@@ -9,20 +9,13 @@ from metarun.algorithms.matchingnet import MatchingNet
 from metarun.algorithms.relationnet import RelationNet
 from metarun.backbones.conv4 import Conv4
 from metarun.types import EpisodeBatch
+from tests.helpers import random_image_batch
 
 WAYS, SHOTS, QUERIES = 5, 1, 3
 
 
 def _batch(tasks: int = 2, shots: int = SHOTS) -> EpisodeBatch:
-    g = torch.Generator().manual_seed(0)
-    labels = torch.arange(WAYS)
-    return EpisodeBatch(
-        support_x=torch.rand(tasks, WAYS * shots, 1, 28, 28, generator=g),
-        support_y=labels.repeat_interleave(shots).expand(tasks, -1),
-        query_x=torch.rand(tasks, WAYS * QUERIES, 1, 28, 28, generator=g),
-        query_y=labels.repeat_interleave(QUERIES).expand(tasks, -1),
-        class_ids=labels.expand(tasks, -1),
-    )
+    return random_image_batch(tasks, WAYS, shots, QUERIES)
 
 
 @pytest.mark.parametrize("fce", [False, True])

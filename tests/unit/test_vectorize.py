@@ -14,6 +14,7 @@ from metarun.backbones.conv4 import Conv4
 from metarun.backbones.mlp import MLP
 from metarun.data.sinusoid import Sinusoid
 from metarun.types import EpisodeBatch
+from tests.helpers import random_image_batch
 
 WAYS, SHOTS, QUERIES, TASKS = 5, 1, 2, 3
 CASES = {
@@ -26,15 +27,7 @@ CASES = {
 
 
 def _images() -> EpisodeBatch:
-    g = torch.Generator().manual_seed(0)
-    labels = torch.arange(WAYS)
-    return EpisodeBatch(
-        support_x=torch.rand(TASKS, WAYS * SHOTS, 1, 28, 28, generator=g),
-        support_y=labels.repeat_interleave(SHOTS).expand(TASKS, -1),
-        query_x=torch.rand(TASKS, WAYS * QUERIES, 1, 28, 28, generator=g),
-        query_y=labels.repeat_interleave(QUERIES).expand(TASKS, -1),
-        class_ids=labels.expand(TASKS, -1),
-    )
+    return random_image_batch(TASKS, WAYS, SHOTS, QUERIES)
 
 
 def _grads(model: nn.Module, batch: EpisodeBatch) -> tuple[torch.Tensor, float]:
