@@ -109,16 +109,21 @@ def load(path: str | Path, device: str = "auto") -> Learner:
         path: the checkpoint file.
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
     """
+    return restore(load_checkpoint(path, map_location="cpu"), device)
+
+
+def restore(blob: dict[str, Any], device: str = "auto") -> Learner:
+    """The learner of a checkpoint already read by
+    :func:`~metarun.engine.checkpoint.load_checkpoint` (see :func:`load`)."""
     from hydra.utils import instantiate
 
     from metarun.run import build_algorithm
 
     target = resolve_device(device)
-    blob = load_checkpoint(path, map_location="cpu")
     config = OmegaConf.create(blob["config"])
     check_targets(config)
     dataset = instantiate(config.data)
-    algorithm = build_algorithm(config, dataset)
+    algorithm = build_algorithm(config, dataset, blob.get("train_classes"))
     algorithm.load_state_dict(blob["algorithm"])
     algorithm.to(target).eval()
     return Learner(algorithm, dataset, target, config)

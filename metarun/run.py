@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from metarun.algorithms.base import Algorithm
@@ -30,11 +30,18 @@ from metarun.types import RunResult, Split
 log = logging.getLogger("metarun")
 
 
-def build_algorithm(cfg: DictConfig, dataset: Any) -> Algorithm:
+def build_algorithm(cfg: DictConfig, dataset: Any, train_classes: int | None = None) -> Algorithm:
     """The backbone and algorithm of ``cfg`` for ``dataset``'s inputs and task type, freshly
-    initialised (on the CPU)."""
+    initialised (on the CPU). ``train_classes`` (the train split's class count) is passed to
+    algorithms that classify over all training classes."""
     backbone = instantiate(cfg.backbone, input_shape=tuple(dataset.input_shape))
-    algorithm = instantiate(cfg.algo, backbone=backbone, task_type=dataset.task_type)
+    extra: dict[str, Any] = {}
+    if getattr(get_class(cfg.algo._target_), "uses_train_classes", False):
+        if not train_classes:
+            raise ValueError(f"{cfg.algo._target_} classifies over the train split's classes; "
+                             "this dataset's train split has none")
+        extra["train_classes"] = train_classes
+    algorithm = instantiate(cfg.algo, backbone=backbone, task_type=dataset.task_type, **extra)
     if not isinstance(algorithm, Algorithm):
         raise TypeError(f"algo._target_ must build a metarun Algorithm; got {type(algorithm)}")
     return algorithm
@@ -65,13 +72,15 @@ def run(cfg: DictConfig, output_dir: str | Path) -> RunResult:
     task, ev = cfg.task, cfg.eval
 
     dataset = instantiate(cfg.data)
+    splits = {s: bank.to(device) for s, bank in dataset.load().items()}
+    train_classes = getattr(splits[Split.TRAIN], "num_classes", None)
     torch.manual_seed(cfg.seed)  # model initialisation; episodes use their own generators
-    algorithm = build_algorithm(cfg, dataset)
+    algorithm = build_algorithm(cfg, dataset, train_classes)
     algorithm.check_task(task.ways)
     algorithm.check_task(ev.ways)
 
-    splits = {s: bank.to(device) for s, bank in dataset.load().items()}
-    train_sampler = splits[Split.TRAIN].sampler(task.ways, task.shots, task.queries)
+    train_sampler = algorithm.train_sampler(splits[Split.TRAIN], task.ways, task.shots,
+                                            task.queries)
     val = fixed_episodes(cfg, splits, Split.VAL)
     test = fixed_episodes(cfg, splits, Split.TEST)
     log.info("device %s | train/val/test: %s | %d-way %d-shot %d-query | %s",
@@ -90,7 +99,8 @@ def run(cfg: DictConfig, output_dir: str | Path) -> RunResult:
             checkpoint_dir=out / "checkpoints", metrics=metrics,
             grad_clip=cfg.train.grad_clip, lr_schedule=cfg.train.lr_schedule,
             min_lr=cfg.train.min_lr, lr_step_every=cfg.train.lr_step_every,
-            lr_gamma=cfg.train.lr_gamma, checkpoint_extra={"config": resolved},
+            lr_gamma=cfg.train.lr_gamma,
+            checkpoint_extra={"config": resolved, "train_classes": train_classes},
         )
         trained = trainer.fit()
 

@@ -129,3 +129,33 @@ class RunResult:
         """The sweep objective: the best validation value of the run's metric (accuracy is
         maximised, MSE minimised; ``summary["higher_is_better"]`` says which)."""
         return float(self.summary["val"][f"best_{self.summary['metric']}"])
+
+
+@dataclass(frozen=True)
+class PairBatch(_Tensors):
+    """Image pairs for verification (same class or not), drawn from one split.
+
+    Attributes:
+        first: ``[P, C, H, W]`` float images.
+        second: ``[P, C, H, W]`` float images.
+        same: ``[P]`` float, 1.0 where both images show the same class.
+        classes: ``[P, 2]`` the split's class ids of the two images.
+    """
+
+    first: Tensor
+    second: Tensor
+    same: Tensor
+    classes: Tensor
+
+
+@dataclass(frozen=True)
+class LabelledBatch(_Tensors):
+    """Images with their class ids in a split, for ordinary (non-episodic) classification.
+
+    Attributes:
+        x: ``[B, C, H, W]`` float images.
+        y: ``[B]`` class ids in ``0..num_classes-1`` of the split.
+    """
+
+    x: Tensor
+    y: Tensor

@@ -10,12 +10,14 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
+from metarun.data.episodes import TaskSource, TrainSampler
 from metarun.tasktypes import CLASSIFICATION, TaskType
-from metarun.types import Episode, EpisodeBatch, StepOutput
+from metarun.types import Episode, StepOutput
 
 BN_MODES = ("batch", "running")
 
@@ -48,10 +50,13 @@ class Algorithm(nn.Module, ABC):
             between query images).
         task_type: the data's task type (loss, metric, head width); passed at run time.
 
-    Subclasses list the task types they can learn in ``task_types``.
+    Subclasses list the task types they can learn in ``task_types``. One that needs the
+    number of classes of the train split (a classifier over all of them) sets
+    ``uses_train_classes`` and takes a ``train_classes`` argument.
     """
 
     task_types: tuple[str, ...] = ("classification",)
+    uses_train_classes: ClassVar[bool] = False
 
     def __init__(self, bn_mode: str = "running", task_type: TaskType = CLASSIFICATION) -> None:
         super().__init__()
@@ -65,9 +70,23 @@ class Algorithm(nn.Module, ABC):
         self.bn_mode = bn_mode
         self.task_type = task_type
 
+    def train_sampler(self, source: TaskSource, ways: int, shots: int,
+                      queries: int) -> TrainSampler:
+        """What this algorithm meta-trains on, drawn from the train split ``source``.
+
+        The default: N-way K-shot Q-query episodes (an
+        :class:`~metarun.types.EpisodeBatch` per step). Learners that train on something else
+        (verification pairs, labelled images) return their own sampler; whatever it draws is
+        the ``batch`` of :meth:`meta_train_step`.
+        """
+        return source.sampler(ways, shots, queries)
+
     @abstractmethod
-    def meta_train_step(self, batch: EpisodeBatch) -> StepOutput:
+    def meta_train_step(self, batch: Any) -> StepOutput:
         """Forward pass of one meta-training step: the meta-loss over ``batch`` and metrics.
+
+        ``batch`` is what :meth:`train_sampler`'s sampler draws (by default an
+        :class:`~metarun.types.EpisodeBatch`).
 
         The returned loss is differentiable w.r.t. the meta-parameters; ``metrics`` holds
         detached floats, at least the task type's metric on the query sets

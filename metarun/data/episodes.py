@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, fields, replace
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import torch
 from torch import Tensor
@@ -95,6 +95,8 @@ class TaskSampler(Protocol[_I]):
     def sample_indices(self, n: int, generator: torch.Generator) -> _I: ...
 
     def materialize(self, index: _I) -> EpisodeBatch: ...
+
+    def sample(self, n: int, generator: torch.Generator) -> EpisodeBatch: ...
 
 
 @dataclass(frozen=True)
@@ -260,6 +262,13 @@ class FixedEpisodes:
         h = hashlib.sha256()
         self.index.update_hash(h)
         return h.hexdigest()
+
+
+class TrainSampler(Protocol):
+    """What the trainer draws from: ``n`` groups (tasks, pair groups, image batches) per step
+    with a CPU generator. Episode samplers are one kind."""
+
+    def sample(self, n: int, generator: torch.Generator) -> Any: ...
 
 
 class TaskSource(Protocol):

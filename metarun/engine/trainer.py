@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from metarun.algorithms.base import Algorithm
-from metarun.data.episodes import EpisodeSampler, FixedEpisodes
+from metarun.data.episodes import FixedEpisodes, TrainSampler
 from metarun.engine.checkpoint import save_checkpoint
 from metarun.engine.evaluate import evaluate
 from metarun.engine.metrics import MetricsLog
@@ -65,7 +65,8 @@ class Trainer:
     Args:
         algorithm: the learner; its parameters are what ``optimizer`` updates.
         optimizer: built over ``algorithm.parameters()``.
-        sampler: training-split episode sampler (its bank already on the device).
+        sampler: what the algorithm trains on, from the train split (already on the device):
+            episodes, or whatever :meth:`Algorithm.train_sampler` chose.
         val_episodes: fixed validation episodes.
         iterations: number of meta-updates.
         meta_batch: tasks per meta-update.
@@ -93,7 +94,7 @@ class Trainer:
         self,
         algorithm: Algorithm,
         optimizer: torch.optim.Optimizer,
-        sampler: EpisodeSampler,
+        sampler: TrainSampler,
         val_episodes: FixedEpisodes,
         iterations: int,
         meta_batch: int,

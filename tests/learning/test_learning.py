@@ -22,9 +22,10 @@ from metarun.types import Split
 def _untrained_accuracy(cfg: DictConfig) -> float:
     """The run's model as initialised (same seed), meta-tested on the run's test episodes."""
     dataset = instantiate(cfg.data)
+    splits = dataset.load()
     torch.manual_seed(cfg.seed)
-    algorithm = build_algorithm(cfg, dataset)
-    return evaluate(algorithm, fixed_episodes(cfg, dataset.load(), Split.TEST)).score
+    algorithm = build_algorithm(cfg, dataset, splits[Split.TRAIN].num_classes)
+    return evaluate(algorithm, fixed_episodes(cfg, splits, Split.TEST)).score
 
 
 @pytest.mark.parametrize(("algo", "overrides", "floor", "gain"), [

@@ -1,0 +1,97 @@
+"""Ensembles of finished runs (``metarun.ensemble`` and ``metarun-ensemble``) on small real
+Omniglot runs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from metarun.ensemble import ensemble, fused_state, load_members
+from metarun.run import run
+
+SMALL = ["algo=protonet", "backbone.hidden=8", "train.iterations=4", "train.meta_batch=1",
+         "train.eval_every=2", "train.log_every=2", "eval.val_episodes=4",
+         "eval.test_episodes=10", "task.queries=3"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory, make_config) -> dict[str, Path]:  # type: ignore[no-untyped-def]
+    """Two ProtoNets (seeds 0 and 1) and one with a different backbone width."""
+    out = {}
+    for name, extra in (("a", ["seed=0"]), ("b", ["seed=1"]), ("wide", ["backbone.hidden=12"])):
+        path = tmp_path_factory.mktemp(name)
+        run(make_config(*SMALL, *extra), path)
+        out[name] = path
+    return out
+
+
+def test_fusing_a_checkpoint_with_itself_gives_it_back(runs: dict[str, Path],
+                                                       tmp_path: Path) -> None:
+    (member,) = load_members([runs["a"]], device="cpu")
+    fused = fused_state([member.state, member.state])
+    assert all(torch.equal(fused[k], v) for k, v in member.state.items())
+    summary = ensemble([runs["a"], runs["a"]], "fuse", tmp_path, device="cpu")
+    assert summary["ensemble"]["test"] == summary["members"][0]["test"]
+    assert json.loads((tmp_path / "summary.json").read_text()) == summary
+
+
+def test_averaging_does_not_depend_on_member_order(runs: dict[str, Path],
+                                                   tmp_path: Path) -> None:
+    ab = ensemble([runs["a"], runs["b"]], "average", tmp_path / "ab", device="cpu")
+    ba = ensemble([runs["b"], runs["a"]], "average", tmp_path / "ba", device="cpu")
+    assert ab["ensemble"]["test"]["acc"] == ba["ensemble"]["test"]["acc"]
+    assert ab["ensemble"]["test"]["loss"] == pytest.approx(ba["ensemble"]["test"]["loss"],
+                                                           rel=1e-6)
+    assert [m["test"] for m in ab["members"]] == [m["test"] for m in reversed(ba["members"])]
+    # Every member is scored on the same episodes as the ensemble (the first member's).
+    assert ab["episodes_sha256"] != ""
+    single = ensemble([runs["a"]], "average", tmp_path / "a", device="cpu")
+    assert single["ensemble"]["test"]["acc"] == single["members"][0]["test"]["acc"]
+
+
+def test_selection_takes_the_best_validation_score(runs: dict[str, Path],
+                                                   tmp_path: Path) -> None:
+    summary = ensemble([runs["a"], runs["b"]], "select", tmp_path, device="cpu")
+    vals = [m["val_best_acc"] for m in summary["members"]]
+    best = summary["members"][vals.index(max(vals))]
+    assert summary["ensemble"]["selected"] == best["checkpoint"]
+    assert summary["ensemble"]["test"] == best["test"]
+
+
+def test_fusion_refuses_different_architectures(runs: dict[str, Path], tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="fuse needs one architecture"):
+        ensemble([runs["a"], runs["wide"]], "fuse", tmp_path, device="cpu")
+    # Averaging predictions has no such limit.
+    summary = ensemble([runs["a"], runs["wide"]], "average", tmp_path, device="cpu",
+                       overrides={"eval.test_episodes": 4, "eval.ways": 3})
+    assert summary["ensemble"]["test"]["episodes"] == 4
+    assert summary["eval_task"]["ways"] == 3
+
+
+def _ensemble_cli(args: list[str], env: dict[str, str],
+                  cwd: Path) -> subprocess.CompletedProcess[str]:
+    script = Path(sys.executable).with_name("metarun-ensemble")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "metarun.ensemble"]
+    return subprocess.run([*command, *args], env=env, cwd=cwd, capture_output=True, text=True,
+                          timeout=300, stdin=subprocess.DEVNULL)
+
+
+def test_command_line(runs: dict[str, Path], env: dict[str, str], tmp_path: Path) -> None:
+    proc = _ensemble_cli(["average", str(runs["a"]), str(runs["b"] / "checkpoints/best.pt"),
+                          "--device", "cpu", "--episodes", "5", "--out", "ens"], env, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "ensemble (average)" in proc.stdout
+    summary = json.loads((tmp_path / "ens" / "summary.json").read_text())
+    assert len(summary["members"]) == 2 and summary["ensemble"]["test"]["episodes"] == 5
+
+    missing = _ensemble_cli(["select", str(tmp_path / "nowhere.pt")], env, tmp_path)
+    assert missing.returncode == 2
+    assert missing.stderr.strip().splitlines() == [
+        f"metarun-ensemble: error: no checkpoint at {tmp_path / 'nowhere.pt'}"]
+    bad = _ensemble_cli(["vote", str(runs["a"])], env, tmp_path)
+    assert bad.returncode == 2 and "invalid choice" in bad.stderr
