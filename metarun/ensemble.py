@@ -225,6 +225,9 @@ def ensemble(paths: list[str | Path], method: str, output_dir: str | Path,
 
     chosen: Member | None = None
     if method == "fuse":
+        if len({int(m.learner.config.seed) for m in members}) > 1:
+            log.warning("fusing members trained from different seeds: the weights of "
+                        "independently initialised networks rarely average into a working one")
         fused = restore({"config": OmegaConf.to_container(first.learner.config),
                          "train_classes": first.train_classes,
                          "algorithm": fused_state([m.state for m in members])},
@@ -251,6 +254,7 @@ def ensemble(paths: list[str | Path], method: str, output_dir: str | Path,
         "higher_is_better": task_type.higher_is_better,
         "eval_task": {"ways": cfg.eval.ways, "shots": cfg.eval.shots,
                       "queries": cfg.eval.queries},
+        "seed": int(cfg.seed),
         "episodes_sha256": test.digest(),
         "members": [{"checkpoint": str(m.path), "algo": m.name,
                      f"val_best_{task_type.metric}": m.val_score, "test": r.as_dict()}
@@ -278,18 +282,22 @@ def _print_table(summary: dict[str, Any]) -> None:
         return f"{100 * v:.2f}% ± {100 * ci:.2f}%" if percent else f"{v:.4f} ± {ci:.4f}"
 
     table = Table(title=f"{summary['method']} ensemble, {summary['ensemble']['test']['episodes']}"
-                  f" test episodes")
+                  f" test episodes (seed {summary['seed']})")
+    table.add_column("#")
     table.add_column("member", overflow="fold")
     for column in ("algo", f"val best {metric}", f"test {metric} (95% CI)"):
         table.add_column(column)
-    for m in summary["members"]:
+    selected = summary["ensemble"].get("selected")
+    chosen = ""
+    for i, m in enumerate(summary["members"], 1):
         val = m[f"val_best_{metric}"]
-        table.add_row(m["checkpoint"], m["algo"],
+        table.add_row(str(i), m["checkpoint"], m["algo"],
                       (f"{100 * val:.2f}%" if percent else f"{val:.4f}")
                       if math.isfinite(val) else "-", fmt(m["test"]))
-    selected = summary["ensemble"].get("selected")
-    table.add_row(f"ensemble ({summary['method']})", selected or "", "",
-                  fmt(summary["ensemble"]["test"]), style="bold")
+        if m["checkpoint"] == selected:
+            chosen = f"#{i}"
+    table.add_row("", f"ensemble ({summary['method']}{', ' + chosen if chosen else ''})", "",
+                  "", fmt(summary["ensemble"]["test"]), style="bold")
     Console().print(table)
 
 

@@ -1,8 +1,9 @@
 """The shared shape of metric-based learners: embed, then compare queries with the support set.
 
 Nothing adapts at meta-test: a prediction is a function of the support and query embeddings.
-ProtoNet, Matching Networks and Relation Networks differ only in that function (and Relation
-Networks in the loss), so the episode loop and adaptation live here once.
+ProtoNet, Matching, Relation and Siamese networks and the black-box learner differ only in that
+function (Relation Networks also in the loss, Siamese networks in what they train on), so the
+episode loop and adaptation live here once.
 """
 
 from __future__ import annotations

@@ -63,7 +63,11 @@ def test_selection_takes_the_best_validation_score(runs: dict[str, Path],
     assert summary["ensemble"]["test"] == best["test"]
 
 
-def test_fusion_refuses_different_architectures(runs: dict[str, Path], tmp_path: Path) -> None:
+def test_fusion_refuses_different_architectures(runs: dict[str, Path], tmp_path: Path,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("WARNING", logger="metarun")
+    ensemble([runs["a"], runs["b"]], "fuse", tmp_path / "ab", device="cpu")
+    assert "different seeds" in caplog.text
     with pytest.raises(ValueError, match="fuse needs one architecture"):
         ensemble([runs["a"], runs["wide"]], "fuse", tmp_path, device="cpu")
     # Averaging predictions has no such limit.
@@ -85,7 +89,7 @@ def test_command_line(runs: dict[str, Path], env: dict[str, str], tmp_path: Path
     proc = _ensemble_cli(["average", str(runs["a"]), str(runs["b"] / "checkpoints/best.pt"),
                           "--device", "cpu", "--episodes", "5", "--out", "ens"], env, tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert "ensemble (average)" in proc.stdout
+    assert "ensemble (average)" in proc.stdout and "(seed 0)" in proc.stdout
     summary = json.loads((tmp_path / "ens" / "summary.json").read_text())
     assert len(summary["members"]) == 2 and summary["ensemble"]["test"]["episodes"] == 5
 

@@ -38,6 +38,13 @@ def _untrained_accuracy(cfg: DictConfig) -> float:
                  marks=pytest.mark.slow),
     pytest.param("relationnet", ["train.iterations=400"], 0.50, 0.15,
                  marks=pytest.mark.slow),
+    # Issue 4's other learners, ~2-3 minutes each, so slow. Siamese networks train on
+    # verification pairs, the black box (SNAIL) from scratch; the baselines pre-train on
+    # 256 labelled images per step over all 4400 training classes.
+    pytest.param("siamese", ["train.iterations=400"], 0.60, 0.15, marks=pytest.mark.slow),
+    pytest.param("blackbox", ["train.iterations=400"], 0.30, 0.10, marks=pytest.mark.slow),
+    pytest.param("baseline", ["train.iterations=400"], 0.60, 0.15, marks=pytest.mark.slow),
+    pytest.param("baselinepp", ["train.iterations=400"], 0.60, 0.15, marks=pytest.mark.slow),
     ("maml", ["train.iterations=150"], 0.50, 0.15),
     ("anil", ["train.iterations=150"], 0.50, 0.15),
     ("metasgd", ["train.iterations=150"], 0.50, 0.15),
