@@ -16,7 +16,7 @@ from metarun.types import Split
 from tests.integration.cli import TINY
 
 
-@pytest.fixture(scope="module", params=["maml", "protonet"])
+@pytest.fixture(scope="module", params=["maml", "protonet", "siamese", "blackbox", "baseline"])
 def finished(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
              make_config) -> Path:  # type: ignore[no-untyped-def]
     out = tmp_path_factory.mktemp(request.param)
