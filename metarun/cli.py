@@ -36,19 +36,84 @@ def expand_device_shorthand(argv: list[str]) -> list[str]:
     return out
 
 
+#: Exit statuses of a single run (README, "Failure and recovery").
+EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_NON_FINITE, EXIT_LOCKED, EXIT_PREEMPTED = (
+    0, 1, 2, 3, 4, 75)
+
+
+def exit_status(error: BaseException) -> int | None:
+    """The exit status for an expected failure, or ``None`` for a bug (shown in full)."""
+    from metarun.data.omniglot import CorruptDatasetError
+    from metarun.device import DeviceUnavailableError
+    from metarun.engine.lock import RunLockedError
+    from metarun.engine.trainer import NonFiniteLossError, Preempted
+
+    if isinstance(error, Preempted):
+        return EXIT_PREEMPTED
+    if isinstance(error, NonFiniteLossError):
+        return EXIT_NON_FINITE
+    if isinstance(error, RunLockedError):
+        return EXIT_LOCKED
+    if isinstance(error, (ValueError, OSError, DeviceUnavailableError, CorruptDatasetError)):
+        return EXIT_BAD_INPUT  # includes missing or corrupt data and unwritable folders
+    return None
+
+
 @hydra.main(version_base="1.3", config_path=_config_dir(), config_name="config")
 def _app(cfg: DictConfig) -> float:
+    import logging
+
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
     from metarun.run import run
 
-    return run(cfg, HydraConfig.get().runtime.output_dir).objective
+    hydra_cfg = HydraConfig.get()
+    output_dir = hydra_cfg.runtime.output_dir
+    try:
+        return run(cfg, output_dir).objective
+    except Exception as e:
+        status = exit_status(e)
+        if hydra_cfg.mode == RunMode.MULTIRUN:
+            # One failed job must not stop the sweep: record it and go on; main() exits
+            # non-zero at the end.
+            logging.getLogger("metarun").error("job %s failed: %s", hydra_cfg.job.num, e,
+                                               exc_info=status is None)
+            _record_failure(Path(output_dir), e)
+            FAILED_JOBS.append(f"{hydra_cfg.job.num} ({output_dir}): {e}")
+            return float("nan")
+        if status is None:
+            raise
+        # An expected failure: one line that says what to do, not a traceback.
+        logging.getLogger("metarun").error("%s", e)
+        sys.exit(status)
+
+
+#: Jobs of this process's multirun that failed (Hydra's basic launcher runs them in-process).
+FAILED_JOBS: list[str] = []
+
+
+def _record_failure(output_dir: Path, error: Exception) -> None:
+    """Make sure a failed job's directory says so (run() writes this itself once training
+    has started)."""
+    import json
+
+    summary = output_dir / "summary.json"
+    if not summary.exists():
+        output_dir.mkdir(parents=True, exist_ok=True)
+        summary.write_text(json.dumps({"status": "failed",
+                                       "error": f"{type(error).__name__}: {error}"}) + "\n",
+                           encoding="utf-8")
 
 
 def main() -> None:
     """Console-script entry point."""
     sys.argv = [sys.argv[0], *expand_device_shorthand(sys.argv[1:])]
     _app()
+    if FAILED_JOBS:
+        print(f"metarun: {len(FAILED_JOBS)} job(s) of the sweep failed:", *FAILED_JOBS,
+              sep="\n  ", file=sys.stderr)
+        sys.exit(EXIT_ERROR)
 
 
 if __name__ == "__main__":

@@ -21,11 +21,13 @@ from omegaconf import DictConfig, OmegaConf
 from metarun.algorithms.base import Algorithm
 from metarun.data.episodes import FixedEpisodes, TaskSource
 from metarun.device import resolve_device
-from metarun.engine.checkpoint import load_checkpoint
+from metarun.engine.checkpoint import load_checkpoint, load_resumable
 from metarun.engine.evaluate import evaluate
+from metarun.engine.lock import RunLock
 from metarun.engine.metrics import MetricsLog
-from metarun.engine.trainer import Trainer
+from metarun.engine.trainer import NonFiniteLossError, Preempted, Trainer
 from metarun.types import RunResult, Split
+from metarun.validate import validate_config
 
 log = logging.getLogger("metarun")
 
@@ -63,9 +65,62 @@ def run(cfg: DictConfig, output_dir: str | Path) -> RunResult:
     ``summary.json``. Returns the summary; its best validation score (accuracy, or MSE for
     regression) is the sweep objective.
     """
-    t0 = time.perf_counter()
-    out = Path(output_dir)
+    validate_config(cfg)
+    resume_dir = cfg.train.get("resume")
+    out = Path(resume_dir).expanduser() if resume_dir else Path(output_dir)
+    if resume_dir and not out.is_dir():
+        raise FileNotFoundError(f"train.resume = {resume_dir}: no such run directory")
     out.mkdir(parents=True, exist_ok=True)
+    with RunLock(out):
+        return _run_locked(cfg, out, explicit_resume=bool(resume_dir))
+
+
+#: Keys that may change when a run is resumed: where things are, how long, how often to log.
+RESUMABLE_CHANGES = ("train.iterations", "train.resume", "train.log_every",
+                     "train.checkpoint_every", "device.", "data.root", "data.cache_dir",
+                     "data.download")
+
+
+def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict):
+        out: dict[str, Any] = {}
+        for k, v in node.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: node}
+
+
+def _resume_point(out: Path, resolved: dict[str, Any], explicit: bool) -> dict[str, Any] | None:
+    """The checkpoint to continue from, ``None`` for a fresh run, or an error for a finished
+    run or a changed experiment."""
+    summary = out / "summary.json"
+    if summary.exists():
+        try:
+            status = json.loads(summary.read_text(encoding="utf-8")).get("status")
+        except (json.JSONDecodeError, OSError):
+            status = None
+        if status == "completed":
+            raise ValueError(f"{out} already holds a completed run; choose another "
+                             "hydra.run.dir")
+    checkpoints = out / "checkpoints"
+    if not (checkpoints / "last.pt").exists() and not (checkpoints / "last.prev.pt").exists():
+        if explicit:
+            raise FileNotFoundError(f"train.resume = {out}: no checkpoint to resume from")
+        return None
+    blob, path = load_resumable(checkpoints)
+    before, now = _flatten(blob.get("config", {})), _flatten(resolved)
+    changed = sorted(k for k in before.keys() | now.keys()
+                     if before.get(k) != now.get(k) and not k.startswith(RESUMABLE_CHANGES))
+    if changed:
+        raise ValueError(f"cannot resume {out}: the run was started with different "
+                         f"{', '.join(changed)}; only {', '.join(RESUMABLE_CHANGES)} may "
+                         "change on resume")
+    log.info("resuming %s from %s (step %d)", out, path, blob["step"])
+    return blob
+
+
+def _run_locked(cfg: DictConfig, out: Path, explicit_resume: bool) -> RunResult:
+    t0 = time.perf_counter()
     device = resolve_device(cfg.device.name)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = bool(cfg.device.cudnn_benchmark)
@@ -89,8 +144,10 @@ def run(cfg: DictConfig, output_dir: str | Path) -> RunResult:
 
     algorithm.to(device)
     optimizer = instantiate(cfg.optim)(algorithm.parameters())  # optim configs are _partial_
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    metrics = MetricsLog(out / "metrics.jsonl")
+    resolved: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+    resume = _resume_point(out, resolved, explicit_resume)
+    metrics = MetricsLog(out / "metrics.jsonl",
+                         resume_step=None if resume is None else int(resume["step"]))
     try:
         trainer = Trainer(
             algorithm, optimizer, train_sampler, val,
@@ -101,6 +158,7 @@ def run(cfg: DictConfig, output_dir: str | Path) -> RunResult:
             min_lr=cfg.train.min_lr, lr_step_every=cfg.train.lr_step_every,
             lr_gamma=cfg.train.lr_gamma,
             checkpoint_extra={"config": resolved, "train_classes": train_classes},
+            checkpoint_every=cfg.train.checkpoint_every, resume=resume,
         )
         trained = trainer.fit()
 
@@ -110,6 +168,15 @@ def run(cfg: DictConfig, output_dir: str | Path) -> RunResult:
         seconds = time.perf_counter() - t0
         metrics.write(trained.best_step, "test", result.loss, seconds,
                       **{result.metric: result.score}, ci95=result.ci95)
+    except BaseException as e:
+        # Nothing claims success: the summary says how the run ended and how to go on.
+        status = {Preempted: "preempted", NonFiniteLossError: "non_finite"}.get(type(e),
+                                                                                  "failed")
+        _write_json(out / "summary.json", {
+            "status": status, "error": f"{type(e).__name__}: {e}",
+            "resumable": (out / "checkpoints" / "last.pt").exists(),
+            "seconds": round(time.perf_counter() - t0, 2)})
+        raise
     finally:
         metrics.close()
 
@@ -133,6 +200,7 @@ def run(cfg: DictConfig, output_dir: str | Path) -> RunResult:
         "device": str(device),
         "bn_mode": algorithm.bn_mode,
         "seed": cfg.seed,
+        "resumed_from_step": None if resume is None else int(resume["step"]),
     }
     _write_json(out / "summary.json", summary)
     shape = f"{ev.ways}-way {ev.shots}-shot" if task_type.name == "classification" \

@@ -8,6 +8,7 @@ metarun version, so it can be used without the run directory.
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -17,9 +18,21 @@ import torch
 
 FORMAT = 1
 
+log = logging.getLogger("metarun")
 
-def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
-    """Atomically write ``payload`` (tensors and plain values only) to ``path``."""
+
+def previous_path(path: str | Path) -> Path:
+    """Where :func:`save_checkpoint` keeps the checkpoint that ``path`` replaced."""
+    path = Path(path)
+    return path.with_name(path.stem + ".prev" + path.suffix)
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any], keep_previous: bool = False) -> None:
+    """Atomically write ``payload`` (tensors and plain values only) to ``path``.
+
+    With ``keep_previous``, the file it replaces is kept as :func:`previous_path` (renamed
+    only once the new one is complete), so a damaged newest checkpoint has a fallback.
+    """
     from metarun import __version__
 
     path = Path(path)
@@ -31,7 +44,13 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
             torch.save(blob, f)
             f.flush()
             os.fsync(f.fileno())
+        if keep_previous and path.exists():
+            os.replace(path, previous_path(path))
         os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise OSError(e.errno, f"could not write checkpoint {path}: {e.strerror or e}; the "
+                               "previous checkpoint is unchanged") from e
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -58,3 +77,26 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise ValueError(f"{path} is not a metarun checkpoint (format {FORMAT})")
     return blob
+
+
+def load_resumable(directory: str | Path,
+                   map_location: str | torch.device = "cpu") -> tuple[dict[str, Any], Path]:
+    """The newest loadable checkpoint of a run: ``last.pt``, or, when that one is missing or
+    damaged, the one it replaced (``last.prev.pt``).
+
+    Raises:
+        FileNotFoundError: neither exists.
+        ValueError: neither loads; the message names both problems.
+    """
+    last = Path(directory) / "last.pt"
+    problems = []
+    for path in (last, previous_path(last)):
+        try:
+            return load_checkpoint(path, map_location), path
+        except (FileNotFoundError, ValueError) as e:
+            problems.append(str(e))
+            if path == last and path.exists():
+                log.warning("%s; falling back to %s", e, previous_path(last).name)
+    if not last.exists() and not previous_path(last).exists():
+        raise FileNotFoundError(f"no checkpoint to resume from in {directory}")
+    raise ValueError("no loadable checkpoint to resume from: " + "; ".join(problems))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from metarun.engine.checkpoint import save_checkpoint
 from metarun.engine.evaluate import evaluate
 from metarun.engine.metrics import MetricsLog
 from metarun.engine.progress import TrainProgress
+from metarun.engine.signals import StopRequest
 from metarun.types import EvalResult
 
 log = logging.getLogger("metarun")
@@ -48,7 +50,51 @@ def _scheduler(optimizer: torch.optim.Optimizer, name: str, iterations: int, min
 
 
 class NonFiniteLossError(RuntimeError):
-    """The meta-loss became NaN or infinite; training stopped before the update."""
+    """The meta-loss or its gradient became NaN or infinite; training stopped before the
+    update."""
+
+
+class Preempted(RuntimeError):
+    """A SIGTERM or SIGINT stopped training at a step boundary, after a checkpoint."""
+
+    def __init__(self, step: int, checkpoint: Path, signum: int) -> None:
+        import signal
+
+        super().__init__(f"stopped by {signal.Signals(signum).name} after step {step}; "
+                         f"resume from {checkpoint}")
+        self.step, self.checkpoint = step, checkpoint
+
+
+def rng_state(generator: torch.Generator) -> dict[str, Any]:
+    """Every random state training reads: the episode generator, torch (CPU and CUDA),
+    Python's and numpy's global generators, as tensors and plain values."""
+    import numpy as np
+
+    kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)  # type: ignore[misc]
+    keys = np.asarray(keys)
+    return {
+        "episodes": generator.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "python": random.getstate(),
+        "numpy": [kind, torch.from_numpy(keys.astype("int64")), pos, has_gauss, cached],
+    }
+
+
+def set_rng_state(generator: torch.Generator, state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` captured."""
+    import numpy as np
+
+    generator.set_state(state["episodes"])
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    if "python" in state:
+        version, internal, gauss = state["python"]
+        random.setstate((version, tuple(internal), gauss))
+    if "numpy" in state:
+        kind, keys, pos, has_gauss, cached = state["numpy"]
+        np.random.set_state((kind, keys.numpy().astype("uint32"), pos, has_gauss, cached))
 
 
 @dataclass
@@ -85,6 +131,12 @@ class Trainer:
         lr_step_every: period of the step schedule.
         lr_gamma: factor of the step schedule.
         checkpoint_extra: plain values stored in every checkpoint (the resolved config).
+        checkpoint_every: also write ``last.pt`` every this many steps (``None``: only at
+            validations). The checkpoint it replaces is kept as ``last.prev.pt``.
+        resume: a checkpoint written by this trainer: training continues after its step with
+            its model, optimizer, schedule, best result and random states, so the result is
+            the uninterrupted run's. Without random states (an older checkpoint) it continues
+            with fresh ones, and says so.
 
     The metric that picks the best checkpoint is the algorithm's task type's (accuracy is
     maximised, MSE minimised); a non-finite validation score never becomes the best.
@@ -109,11 +161,16 @@ class Trainer:
         lr_step_every: int = 2000,
         lr_gamma: float = 0.5,
         checkpoint_extra: dict[str, Any] | None = None,
+        checkpoint_every: int | None = None,
+        resume: dict[str, Any] | None = None,
     ) -> None:
         for key, value in (("train.iterations", iterations), ("train.meta_batch", meta_batch),
                            ("train.eval_every", eval_every), ("train.log_every", log_every)):
             if value < 1:
                 raise ValueError(f"{key} must be at least 1; got {value}")
+        if checkpoint_every is not None and checkpoint_every < 1:
+            raise ValueError(f"train.checkpoint_every must be at least 1 or null; got "
+                             f"{checkpoint_every}")
         if grad_clip is not None and grad_clip <= 0:
             raise ValueError(f"train.grad_clip must be positive or null; got {grad_clip}")
         if lr_schedule not in LR_SCHEDULES:
@@ -135,32 +192,76 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(seed)
         self.scheduler = _scheduler(optimizer, lr_schedule, iterations, min_lr, lr_step_every,
                                     lr_gamma)
+        self.checkpoint_every = checkpoint_every
+        self.start_step = 1
+        self.best: tuple[int, EvalResult] | None = None
+        if resume is not None:
+            self._restore(resume)
+
+    def _restore(self, blob: dict[str, Any]) -> None:
+        step = int(blob["step"])
+        if step >= self.iterations:
+            raise ValueError(f"the checkpoint is at step {step}: nothing left to train with "
+                             f"train.iterations = {self.iterations}")
+        self.algorithm.load_state_dict(blob["algorithm"])
+        self.optimizer.load_state_dict(blob["optimizer"])
+        if self.scheduler is not None and blob.get("scheduler") is not None:
+            self.scheduler.load_state_dict(blob["scheduler"])
+        if blob.get("best"):
+            b = dict(blob["best"])
+            metric = self.algorithm.task_type.metric
+            self.best = (int(b["step"]), EvalResult(b[metric], b["ci95"], b["loss"],
+                                                    b["episodes"], metric))
+        if "rng" in blob:
+            set_rng_state(self.generator, blob["rng"])
+        else:
+            log.warning("the checkpoint holds no random states: episodes after step %d will "
+                        "differ from an uninterrupted run's", step)
+        self.start_step = step + 1
+        log.info("resuming after step %d", step)
 
     def fit(self) -> TrainResult:
+        """Train from :attr:`start_step` to ``iterations``.
+
+        Raises:
+            NonFiniteLossError: a NaN or infinite loss or gradient; ``last.pt`` then holds the
+                weights before that step.
+            Preempted: SIGTERM or SIGINT; ``last.pt`` holds the last finished step.
+        """
         t0 = time.perf_counter()
-        best: tuple[int, EvalResult] | None = None
         window_loss = window_score = 0.0
         window = 0
         task_type = self.algorithm.task_type
         metric = task_type.metric
         self.algorithm.train()
-        with TrainProgress(self.iterations, log_every=self.log_every, metric=metric,
-                           percent=task_type.name == "classification") as progress:
-            for step in range(1, self.iterations + 1):
+        with StopRequest() as stop, TrainProgress(
+                self.iterations, log_every=self.log_every, metric=metric,
+                percent=task_type.name == "classification") as progress:
+            for step in range(self.start_step, self.iterations + 1):
                 self.algorithm.scheduled(step)
                 batch = self.sampler.sample(self.meta_batch, self.generator)
+                # Buffers (batch-norm statistics) change in the forward pass: keep the last
+                # good ones, so a non-finite step leaves nothing of itself behind.
+                buffers = [(b, b.clone()) for b in self.algorithm.buffers()]
                 out = self.algorithm.meta_train_step(batch)
                 loss = out.loss.detach().item()
-                if not math.isfinite(loss):
-                    last = self.checkpoint_dir / "last.pt"
-                    raise NonFiniteLossError(
-                        f"the meta-loss is {loss} at step {step}; stopped before the update. "
-                        f"Last good checkpoint: {last if last.exists() else 'none yet'}"
-                    )
                 self.optimizer.zero_grad(set_to_none=True)
-                out.loss.backward()
-                if self.grad_clip is not None:
-                    torch.nn.utils.clip_grad_norm_(self.algorithm.parameters(), self.grad_clip)
+                if math.isfinite(loss):
+                    out.loss.backward()
+                    norm = torch.nn.utils.clip_grad_norm_(
+                        self.algorithm.parameters(),
+                        self.grad_clip if self.grad_clip is not None else math.inf)
+                if not math.isfinite(loss) or not math.isfinite(float(norm)):
+                    what = "meta-loss" if not math.isfinite(loss) else "gradient norm"
+                    value = loss if not math.isfinite(loss) else float(norm)
+                    self.optimizer.zero_grad(set_to_none=True)
+                    with torch.no_grad():
+                        for b, good in buffers:
+                            b.copy_(good)
+                    saved = self._save("last.pt", step - 1)
+                    raise NonFiniteLossError(
+                        f"the {what} is {value} at step {step}; stopped before the update. "
+                        f"{saved} holds the weights after step {step - 1}")
                 lr = self.optimizer.param_groups[0]["lr"]
                 self.optimizer.step()
                 if self.scheduler is not None:
@@ -177,34 +278,47 @@ class Trainer:
                     window_loss = window_score = 0.0
                     window = 0
 
+                saved_now = False
                 if step % self.eval_every == 0 or step == self.iterations:
                     val = evaluate(self.algorithm, self.val_episodes)
                     self.algorithm.train()
                     self.metrics.write(step, "val", val.loss, time.perf_counter() - t0,
                                        **{metric: val.score}, ci95=val.ci95)
                     improved = math.isfinite(val.score) and (
-                        best is None or task_type.better(val.score, best[1].score))
+                        self.best is None or task_type.better(val.score, self.best[1].score))
                     log.info("step %d: val %s %s over %d episodes%s", step, metric,
                              task_type.format(val.score, val.ci95), val.episodes,
                              " (best so far)" if improved else "")
                     if improved:
-                        best = (step, val)
-                        self._save("best.pt", step, val, best)
-                    self._save("last.pt", step, val, best)
-        if best is None:
+                        self.best = (step, val)
+                        self._save("best.pt", step, val)
+                    self._save("last.pt", step, val)
+                    saved_now = True
+                elif self.checkpoint_every and step % self.checkpoint_every == 0:
+                    self._save("last.pt", step)
+                    saved_now = True
+                if stop.signal is not None:
+                    path = self.checkpoint_dir / "last.pt"
+                    if not saved_now:
+                        path = self._save("last.pt", step)
+                    raise Preempted(step, path, stop.signal)
+        if self.best is None:
             raise NonFiniteLossError(
                 f"every validation {metric} was non-finite; no best checkpoint was written")
-        return TrainResult(best[0], best[1], self.iterations, time.perf_counter() - t0)
+        return TrainResult(self.best[0], self.best[1], self.iterations,
+                           time.perf_counter() - t0)
 
-    def _save(self, name: str, step: int, val: EvalResult,
-              best: tuple[int, EvalResult] | None) -> None:
-        save_checkpoint(self.checkpoint_dir / name, {
+    def _save(self, name: str, step: int, val: EvalResult | None = None) -> Path:
+        path = self.checkpoint_dir / name
+        best = self.best
+        save_checkpoint(path, {
             "step": step,
             "algorithm": self.algorithm.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
-            "val": val.as_dict(),
+            "val": None if val is None else val.as_dict(),
             "best": None if best is None else {"step": best[0], **best[1].as_dict()},
-            "rng": {"episodes": self.generator.get_state(), "torch": torch.get_rng_state()},
+            "rng": rng_state(self.generator),
             **self.extra,
-        })
+        }, keep_previous=name == "last.pt")
+        return path

@@ -94,25 +94,14 @@ def test_cfg_job_prints_the_config(env: dict[str, str], tmp_path: Path) -> None:
     assert not (tmp_path / "outputs").exists()  # printing the config runs nothing
 
 
-@pytest.mark.parametrize(("override", "named"), [
-    ("task.wayz=3", "task.wayz"),
-    ("algo=nonexistent", "algo"),
-    ("bogus=1", "bogus"),
-])
-def test_bad_override_exits_nonzero_naming_it(override: str, named: str,
-                                             env: dict[str, str], tmp_path: Path) -> None:
-    proc = metarun([override], env, tmp_path)
-    assert proc.returncode != 0
-    assert named in proc.stdout + proc.stderr
-
-
 def test_cuda_without_cuda_fails_clearly(env: dict[str, str], tmp_path: Path) -> None:
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     for device in ("device=cuda", "device=cuda:1"):
         proc = metarun([device, *TINY], env, tmp_path)
-        assert proc.returncode != 0
+        assert proc.returncode == 2  # a bad input: one line, no traceback
         assert "CUDA is not available" in proc.stdout + proc.stderr
+        assert "Traceback" not in proc.stdout + proc.stderr
         assert not list((tmp_path / "outputs").rglob("summary.json"))
 
 
@@ -129,10 +118,3 @@ def test_multirun_jobs_follow_the_contract(env: dict[str, str], tmp_path: Path,
     maml = json.loads((tiny_run[1] / "summary.json").read_text())
     assert maml["algo"] == "MAML" and summaries[0]["algo"] == "ProtoNet"
     assert summaries[0]["test"]["episodes_sha256"] == maml["test"]["episodes_sha256"]
-
-
-def test_failing_multirun_job_fails_the_sweep(env: dict[str, str], tmp_path: Path) -> None:
-    proc = metarun(["-m", "algo=protonet", "task.ways=5,100000", *TINY,
-                    f"hydra.sweep.dir={tmp_path / 'sweep'}"], env, tmp_path)
-    assert proc.returncode != 0
-    assert "task.ways = 100000 exceeds" in proc.stdout + proc.stderr
