@@ -106,9 +106,32 @@ def _record_failure(output_dir: Path, error: Exception) -> None:
                            encoding="utf-8")
 
 
+def check_output_dir(argv: list[str]) -> str | None:
+    """Create the run (or sweep) directory named on the command line, if any; return an error
+    line when it cannot be created or written (Hydra would fail on it with a traceback)."""
+    import os
+
+    for arg in argv:
+        key, _, value = arg.partition("=")
+        if key not in ("hydra.run.dir", "hydra.sweep.dir") or not value or "$" in value:
+            continue
+        path = Path(value).expanduser()
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            return f"{key} = {value} cannot be created: {e.strerror or e}"
+        if not os.access(path, os.W_OK):
+            return f"{key} = {value} is not writable"
+    return None
+
+
 def main() -> None:
     """Console-script entry point."""
     sys.argv = [sys.argv[0], *expand_device_shorthand(sys.argv[1:])]
+    problem = check_output_dir(sys.argv[1:])
+    if problem:
+        print(f"metarun: error: {problem}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
     _app()
     if FAILED_JOBS:
         print(f"metarun: {len(FAILED_JOBS)} job(s) of the sweep failed:", *FAILED_JOBS,

@@ -159,6 +159,7 @@ BAD_INPUTS = [
     (["train.resume=/nonexistent/run"], "train.resume = /nonexistent/run"),
     (["data.root=/nonexistent/data", "data.download=false"], "/nonexistent/data"),
     ("corrupt", "is not a readable zip archive"),
+    ("unwritable", "cannot be created: Not a directory"),
 ]
 
 
@@ -166,13 +167,18 @@ BAD_INPUTS = [
                          ids=[" ".join(o) if isinstance(o, list) else o for o, _ in BAD_INPUTS])
 def test_bad_input_fails_early_in_one_clear_line(overrides: list[str] | str, expected: str,
                                                  env: dict[str, str], tmp_path: Path) -> None:
-    args = _corrupt_data(tmp_path) if overrides == "corrupt" else list(overrides)
+    run_dir = tmp_path / "run"
+    if overrides == "unwritable":  # the run directory would lie inside a file
+        (tmp_path / "file").write_text("")
+        args, run_dir = [], tmp_path / "file" / "run"
+    else:
+        args = _corrupt_data(tmp_path) if overrides == "corrupt" else list(overrides)
     device = [] if any(a.startswith("device") for a in args) else ["device=cpu"]
-    proc = metarun([*TINY, *args, *device, f"hydra.run.dir={tmp_path / 'run'}"], env, tmp_path,
+    proc = metarun([*TINY, *args, *device, f"hydra.run.dir={run_dir}"], env, tmp_path,
                    timeout=120)
     output = proc.stdout + proc.stderr
     assert proc.returncode != 0, output
     assert expected in output, output
     assert "Traceback" not in output, output
-    summary = tmp_path / "run" / "summary.json"
+    summary = run_dir / "summary.json"
     assert not summary.exists() or json.loads(summary.read_text())["status"] != "completed"
