@@ -84,7 +84,7 @@ STEPS = 6
 
 
 def _trainer(omniglot, out: Path, iterations: int = STEPS, resume=None, seed: int = 0,  # type: ignore[no-untyped-def]
-             init_seed: int = 0, schedule: str = "cosine") -> Trainer:
+             init_seed: int = 0, schedule: str = "cosine", eval_every: int = 3) -> Trainer:
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(init_seed)
     model = ProtoNet(Conv4((1, 28, 28), hidden=8))
@@ -92,8 +92,9 @@ def _trainer(omniglot, out: Path, iterations: int = STEPS, resume=None, seed: in
     sampler = omniglot[Split.TRAIN].sampler(5, 1, 2)
     val = FixedEpisodes(omniglot[Split.VAL].sampler(5, 1, 2), 2, seed, "val")
     return Trainer(model, optimizer, sampler, val, iterations=iterations, meta_batch=2,
-                   eval_every=3, log_every=1, seed=seed, checkpoint_dir=out / "checkpoints",
-                   metrics=MetricsLog(out / "metrics.jsonl"), checkpoint_every=1,
+                   eval_every=eval_every, log_every=1, seed=seed,
+                   checkpoint_dir=out / "checkpoints", metrics=MetricsLog(out / "metrics.jsonl"),
+                   checkpoint_every=1,
                    lr_schedule=schedule, resume=resume)
 
 
@@ -142,6 +143,15 @@ def test_a_stopped_run_resumes_exactly(omniglot, tmp_path: Path) -> None:  # typ
     control = _trainer(omniglot, tmp_path / "control", resume=blob)
     control.fit()
     assert any(not torch.equal(v, expected[k]) for k, v in _weights(control).items())
+
+
+def test_training_does_not_depend_on_how_often_it_validates(omniglot, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    often = _trainer(omniglot, tmp_path / "often", eval_every=1)
+    often.fit()
+    rarely = _trainer(omniglot, tmp_path / "rarely", eval_every=STEPS)
+    rarely.fit()
+    for k, v in _weights(rarely).items():
+        assert torch.equal(v, _weights(often)[k]), k
 
 
 @pytest.mark.parametrize("where", ["loss", "gradient"])
