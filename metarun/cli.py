@@ -72,7 +72,12 @@ def _app(cfg: DictConfig) -> float:
     output_dir = hydra_cfg.runtime.output_dir
     try:
         return run(cfg, output_dir).objective
-    except Exception as e:
+    except Exception as raised:
+        from hydra.errors import InstantiationException
+
+        # A component that refused its arguments: report its own error, not Hydra's wrapper.
+        e = raised.__cause__ if isinstance(raised, InstantiationException) and \
+            isinstance(raised.__cause__, Exception) else raised
         status = exit_status(e)
         if hydra_cfg.mode == RunMode.MULTIRUN:
             # One failed job must not stop the sweep: record it and go on; main() exits
@@ -125,10 +130,35 @@ def check_output_dir(argv: list[str]) -> str | None:
     return None
 
 
+def check_overrides(argv: list[str]) -> str | None:
+    """Compose the config of a single run (no ``-`` flags) the way ``@hydra.main`` will, and
+    return one line naming an unknown key or option, instead of Hydra's multi-line report."""
+    if any(arg.startswith("-") for arg in argv):
+        return None  # --help, --cfg, -m ...: Hydra's own handling
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import ConfigCompositionException, MissingConfigException
+
+    try:
+        with initialize_config_dir(config_dir=_config_dir(), version_base="1.3"):
+            compose(config_name="config", overrides=argv)
+    except MissingConfigException as e:
+        options = ", ".join(e.options or [])
+        return (f"unknown option {e.missing_cfg_file!r}"
+                + (f"; choose one of: {options}" if options else ""))
+    except ConfigCompositionException as e:
+        cause = str(e.__cause__).splitlines()[0] if e.__cause__ else ""
+        first = str(e).splitlines()
+        hint = f" ({first[1].strip()})" if len(first) > 1 else ""
+        return f"{first[0]} {cause}{hint}".strip()
+    except Exception as e:  # noqa: BLE001 - any other composition error, in one line
+        return " ".join(str(e).split())
+    return None
+
+
 def main() -> None:
     """Console-script entry point."""
     sys.argv = [sys.argv[0], *expand_device_shorthand(sys.argv[1:])]
-    problem = check_output_dir(sys.argv[1:])
+    problem = check_overrides(sys.argv[1:]) or check_output_dir(sys.argv[1:])
     if problem:
         print(f"metarun: error: {problem}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
