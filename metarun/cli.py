@@ -66,7 +66,8 @@ def _app(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from metarun.run import run
+    from metarun.run import RunCompletedError, run
+    from metarun.types import RunResult
 
     hydra_cfg = HydraConfig.get()
     output_dir = hydra_cfg.runtime.output_dir
@@ -79,9 +80,17 @@ def _app(cfg: DictConfig) -> float:
         e = raised.__cause__ if isinstance(raised, InstantiationException) and \
             isinstance(raised.__cause__, Exception) else raised
         status = exit_status(e)
-        if hydra_cfg.mode == RunMode.MULTIRUN:
+        multirun = hydra_cfg.mode == RunMode.MULTIRUN
+        if multirun and isinstance(e, RunCompletedError):  # a re-run sweep: keep its result
+            import json
+
+            logging.getLogger("metarun").info("job %s already completed; skipped",
+                                              hydra_cfg.job.num)
+            summary = json.loads((e.directory / "summary.json").read_text(encoding="utf-8"))
+            return RunResult(summary, str(e.directory)).objective
+        if multirun and status != EXIT_PREEMPTED:
             # One failed job must not stop the sweep: record it and go on; main() exits
-            # non-zero at the end.
+            # non-zero at the end. (A stop signal does stop the sweep.)
             logging.getLogger("metarun").error("job %s failed: %s", hydra_cfg.job.num, e,
                                                exc_info=status is None)
             _record_failure(Path(output_dir), e)

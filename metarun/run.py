@@ -32,6 +32,15 @@ from metarun.validate import validate_config
 log = logging.getLogger("metarun")
 
 
+class RunCompletedError(ValueError):
+    """The run directory already holds a completed run (a multirun skips it)."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(f"{directory} already holds a completed run; choose another "
+                         "hydra.run.dir")
+        self.directory = directory
+
+
 def build_algorithm(cfg: DictConfig, dataset: Any, train_classes: int | None = None) -> Algorithm:
     """The backbone and algorithm of ``cfg`` for ``dataset``'s inputs and task type, freshly
     initialised (on the CPU). ``train_classes`` (the train split's class count) is passed to
@@ -100,8 +109,7 @@ def _resume_point(out: Path, resolved: dict[str, Any], explicit: bool) -> dict[s
         except (json.JSONDecodeError, OSError):
             status = None
         if status == "completed":
-            raise ValueError(f"{out} already holds a completed run; choose another "
-                             "hydra.run.dir")
+            raise RunCompletedError(out)
     checkpoints = out / "checkpoints"
     if not (checkpoints / "last.pt").exists() and not (checkpoints / "last.prev.pt").exists():
         if explicit:

@@ -121,6 +121,12 @@ def test_a_failing_job_does_not_stop_the_sweep(env: dict[str, str], tmp_path: Pa
     statuses = [json.loads((sweep / str(i) / "summary.json").read_text())["status"]
                 for i in (0, 1)]
     assert statuses == ["failed", "completed"]
+    finished = (sweep / "1" / "summary.json").read_text()
+
+    again = metarun(["-m", "algo=protonet", "task.ways=100000,5", *TINY,
+                     f"hydra.sweep.dir={sweep}"], env, tmp_path)  # the same sweep, re-run
+    assert again.returncode == 1 and "job 1 already completed; skipped" in again.stdout
+    assert (sweep / "1" / "summary.json").read_text() == finished
 
 
 def _corrupt_data(tmp_path: Path) -> list[str]:
