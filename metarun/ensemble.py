@@ -32,7 +32,7 @@ from torch import Tensor
 from metarun.algorithms.base import Algorithm
 from metarun.api import Learner, restore
 from metarun.engine.checkpoint import load_checkpoint
-from metarun.engine.evaluate import mean_ci95
+from metarun.engine.evaluate import summarise
 from metarun.tasktypes import TaskType
 from metarun.types import Episode, EvalResult, Split
 
@@ -158,11 +158,6 @@ def average_predictions(predictions: list[Tensor], task_type: TaskType) -> Tenso
     return stacked.mean(0)
 
 
-def _result(scores: list[float], losses: list[float], metric: str) -> EvalResult:
-    score, ci95 = mean_ci95(scores)
-    return EvalResult(score, ci95, sum(losses) / len(losses), len(scores), metric)
-
-
 def evaluate_together(algorithms: list[Algorithm], episodes: list[Episode],
                       task_type: TaskType) -> tuple[list[EvalResult], EvalResult]:
     """Score every algorithm, and the average of their predictions, on the same episodes."""
@@ -183,9 +178,9 @@ def evaluate_together(algorithms: list[Algorithm], episodes: list[Episode],
             scores.append(float(score))
             losses.append(float(loss))
     metric = task_type.metric
-    members = [_result(s, lo, metric) for s, lo in zip(member_scores, member_losses,
+    members = [summarise(s, lo, metric) for s, lo in zip(member_scores, member_losses,
                                                          strict=True)]
-    return members, _result(scores, losses, metric)
+    return members, summarise(scores, losses, metric)
 
 
 def ensemble(paths: list[str | Path], method: str, output_dir: str | Path,

@@ -52,7 +52,12 @@ class Siamese(MetricAlgorithm):
 
     def similarity(self, a: Tensor, b: Tensor) -> Tensor:
         """Verification logits of every pair: ``[n, D]`` and ``[m, D]`` to ``[n, m]``."""
-        return self.verify((a[:, None, :] - b[None, :, :]).abs()).squeeze(-1)
+        return self.verify_logits(a[:, None, :], b[None, :, :])
+
+    def verify_logits(self, a: Tensor, b: Tensor) -> Tensor:
+        """Verification logits of embeddings ``a`` and ``b`` (broadcast; the last dimension is
+        the embedding): ``w · |a - b| + b``."""
+        return self.verify((a - b).abs()).squeeze(-1)
 
     def predict(self, support_z: Tensor, support_y: Tensor, query_z: Tensor,
                 ways: int) -> Tensor:
@@ -65,7 +70,7 @@ class Siamese(MetricAlgorithm):
     def meta_train_step(self, batch: PairBatch) -> StepOutput:  # type: ignore[override]
         n = batch.first.shape[0]
         z = self.backbone(torch.cat([batch.first, batch.second]))  # one set of BN statistics
-        logits = self.verify((z[:n] - z[n:]).abs()).squeeze(-1)
+        logits = self.verify_logits(z[:n], z[n:])
         loss = F.binary_cross_entropy_with_logits(logits, batch.same)
         acc = ((logits > 0).to(batch.same.dtype) == batch.same).float().mean()
         return StepOutput(loss, {"acc": float(acc)})

@@ -31,6 +31,11 @@ def evaluate(algorithm: Algorithm, episodes: Iterable[Episode]) -> EvalResult:
             loss, score = algorithm.evaluate(episode)
             losses.append(loss)
             scores.append(score)
+    return summarise(scores, losses, algorithm.task_type.metric)
+
+
+def summarise(scores: list[float], losses: list[float], metric: str) -> EvalResult:
+    """Per-episode scores and losses to their mean, its 95% CI and the mean loss."""
     score, ci95 = mean_ci95(scores)
     return EvalResult(score=score, ci95=ci95, loss=sum(losses) / len(losses),
-                      episodes=len(scores), metric=algorithm.task_type.metric)
+                      episodes=len(scores), metric=metric)
