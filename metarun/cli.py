@@ -9,6 +9,10 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+from metarun.sweep import FAILED_JOBS, register_resolvers
+
+register_resolvers()  # before Hydra composes the config
+
 
 def _config_dir() -> str:
     """``conf/`` inside the installed package, or at the top of a source checkout."""
@@ -41,12 +45,22 @@ EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_NON_FINITE, EXIT_LOCKED, EXIT_PREEMPTE
     0, 1, 2, 3, 4, 75)
 
 
+def unwrap(raised: Exception) -> Exception:
+    """A component that refused its arguments: its own error, not Hydra's wrapper."""
+    from hydra.errors import InstantiationException
+
+    if isinstance(raised, InstantiationException) and isinstance(raised.__cause__, Exception):
+        return raised.__cause__
+    return raised
+
+
 def exit_status(error: BaseException) -> int | None:
     """The exit status for an expected failure, or ``None`` for a bug (shown in full)."""
     from metarun.data.omniglot import CorruptDatasetError
     from metarun.device import DeviceUnavailableError
     from metarun.engine.lock import RunLockedError
     from metarun.engine.trainer import NonFiniteLossError, Preempted
+    from metarun.extras import MissingExtraError
 
     if isinstance(error, Preempted):
         return EXIT_PREEMPTED
@@ -54,7 +68,8 @@ def exit_status(error: BaseException) -> int | None:
         return EXIT_NON_FINITE
     if isinstance(error, RunLockedError):
         return EXIT_LOCKED
-    if isinstance(error, (ValueError, OSError, DeviceUnavailableError, CorruptDatasetError)):
+    if isinstance(error, (ValueError, OSError, DeviceUnavailableError, CorruptDatasetError,
+                          MissingExtraError)):
         return EXIT_BAD_INPUT  # includes missing or corrupt data and unwritable folders
     return None
 
@@ -74,11 +89,7 @@ def _app(cfg: DictConfig) -> float:
     try:
         return run(cfg, output_dir).objective
     except Exception as raised:
-        from hydra.errors import InstantiationException
-
-        # A component that refused its arguments: report its own error, not Hydra's wrapper.
-        e = raised.__cause__ if isinstance(raised, InstantiationException) and \
-            isinstance(raised.__cause__, Exception) else raised
+        e = unwrap(raised)
         status = exit_status(e)
         multirun = hydra_cfg.mode == RunMode.MULTIRUN
         if multirun and isinstance(e, RunCompletedError):  # a re-run sweep: keep its result
@@ -93,18 +104,13 @@ def _app(cfg: DictConfig) -> float:
             # non-zero at the end. (A stop signal does stop the sweep.)
             logging.getLogger("metarun").error("job %s failed: %s", hydra_cfg.job.num, e,
                                                exc_info=status is None)
-            _record_failure(Path(output_dir), e)
-            FAILED_JOBS.append(f"{hydra_cfg.job.num} ({output_dir}): {e}")
+            _record_failure(Path(output_dir), e)  # SweepReport lists it when the sweep ends
             return float("nan")
         if status is None:
             raise
         # An expected failure: one line that says what to do, not a traceback.
         logging.getLogger("metarun").error("%s", e)
         sys.exit(status)
-
-
-#: Jobs of this process's multirun that failed (Hydra's basic launcher runs them in-process).
-FAILED_JOBS: list[str] = []
 
 
 def _record_failure(output_dir: Path, error: Exception) -> None:
@@ -139,7 +145,7 @@ def check_output_dir(argv: list[str]) -> str | None:
     return None
 
 
-def check_overrides(argv: list[str]) -> str | None:
+def check_overrides(argv: list[str], config_name: str = "config") -> str | None:
     """Compose the config of a single run (no ``-`` flags) the way ``@hydra.main`` will, and
     return one line naming an unknown key or option, instead of Hydra's multi-line report."""
     if any(arg.startswith("-") for arg in argv):
@@ -149,7 +155,7 @@ def check_overrides(argv: list[str]) -> str | None:
 
     try:
         with initialize_config_dir(config_dir=_config_dir(), version_base="1.3"):
-            compose(config_name="config", overrides=argv)
+            compose(config_name=config_name, overrides=argv)
     except MissingConfigException as e:
         options = ", ".join(e.options or [])
         return (f"unknown option {e.missing_cfg_file!r}"
@@ -164,16 +170,40 @@ def check_overrides(argv: list[str]) -> str | None:
     return None
 
 
+#: Command-line choices that need an optional extra (metarun.extras).
+_NEEDS_EXTRA = (("hparams_search=", "sweep"), ("hydra/sweeper=optuna", "sweep"),
+                ("hydra/launcher=joblib", "joblib"), ("logger=tensorboard", "tensorboard"))
+
+
+def check_extras(argv: list[str]) -> str | None:
+    """An error line when the command line asks for an optional feature that is not installed,
+    or for an Optuna search without ``-m``."""
+    from metarun.extras import MissingExtraError, require
+
+    multirun = any(a in ("-m", "--multirun") for a in argv)
+    for arg in argv:
+        for prefix, extra in _NEEDS_EXTRA:
+            if arg.lstrip("+").startswith(prefix) and not arg.endswith("=null"):
+                try:
+                    require(extra)
+                except MissingExtraError as e:
+                    return str(e)
+                if extra == "sweep" and not multirun:
+                    return f"{arg} runs an Optuna search over many runs: add -m (--multirun)"
+    return None
+
+
 def main() -> None:
     """Console-script entry point."""
     sys.argv = [sys.argv[0], *expand_device_shorthand(sys.argv[1:])]
-    problem = check_overrides(sys.argv[1:]) or check_output_dir(sys.argv[1:])
+    problem = check_extras(sys.argv[1:]) or check_overrides(sys.argv[1:]) or \
+        check_output_dir(sys.argv[1:])
     if problem:
         print(f"metarun: error: {problem}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
     _app()
     if FAILED_JOBS:
-        print(f"metarun: {len(FAILED_JOBS)} job(s) of the sweep failed:", *FAILED_JOBS,
+        print(f"metarun: {len(FAILED_JOBS)} job(s) of the sweep did not complete:", *FAILED_JOBS,
               sep="\n  ", file=sys.stderr)
         sys.exit(EXIT_ERROR)
 

@@ -184,7 +184,8 @@ def evaluate_together(algorithms: list[Algorithm], episodes: list[Episode],
 
 
 def ensemble(paths: list[str | Path], method: str, output_dir: str | Path,
-             device: str = "auto", overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+             device: str = "auto", overrides: dict[str, Any] | None = None,
+             split: Split = Split.TEST) -> dict[str, Any]:
     """Evaluate the checkpoints at ``paths`` and their ensemble; write ``summary.json``.
 
     Args:
@@ -195,6 +196,7 @@ def ensemble(paths: list[str | Path], method: str, output_dir: str | Path,
         overrides: ``eval`` keys (``ways``, ``shots``, ``queries``, ``test_episodes``),
             ``seed`` and ``data.root`` for the episodes; see :func:`episode_config` for the
             defaults.
+        split: whose classes the episodes come from (the test split unless told).
 
     Returns:
         The summary: every member's and the ensemble's test score with its 95% CI.
@@ -214,7 +216,7 @@ def ensemble(paths: list[str | Path], method: str, output_dir: str | Path,
     for m in members:
         m.algorithm.check_task(cfg.eval.ways)
     dataset = instantiate(cfg.data)
-    test = fixed_episodes(cfg, dataset.load(), Split.TEST)
+    test = fixed_episodes(cfg, dataset.load(), split)
     target = first.learner.device
     episodes = [e.to(target) for e in test]
 
@@ -250,6 +252,7 @@ def ensemble(paths: list[str | Path], method: str, output_dir: str | Path,
         "eval_task": {"ways": cfg.eval.ways, "shots": cfg.eval.shots,
                       "queries": cfg.eval.queries},
         "seed": int(cfg.seed),
+        "split": split.value,
         "episodes_sha256": test.digest(),
         "members": [{"checkpoint": str(m.path), "algo": m.name,
                      f"val_best_{task_type.metric}": m.val_score, "test": r.as_dict()}

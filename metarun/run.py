@@ -86,8 +86,8 @@ def run(cfg: DictConfig, output_dir: str | Path) -> RunResult:
 
 #: Keys that may change when a run is resumed: where things are, how long, how often to log.
 RESUMABLE_CHANGES = ("train.iterations", "train.resume", "train.log_every",
-                     "train.checkpoint_every", "device.", "data.root", "data.cache_dir",
-                     "data.download")
+                     "train.checkpoint_every", "train.plot", "device.", "logger.", "data.root",
+                     "data.cache_dir", "data.download")
 
 
 def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -154,8 +154,11 @@ def _run_locked(cfg: DictConfig, out: Path, explicit_resume: bool) -> RunResult:
     optimizer = instantiate(cfg.optim)(algorithm.parameters())  # optim configs are _partial_
     resolved: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
     resume = _resume_point(out, resolved, explicit_resume)
-    metrics = MetricsLog(out / "metrics.jsonl",
-                         resume_step=None if resume is None else int(resume["step"]))
+    resume_step = None if resume is None else int(resume["step"])
+    sinks = [instantiate(cfg.logger, run_dir=str(out),
+                         purge_step=None if resume_step is None else resume_step + 1)
+             ] if cfg.get("logger") else []
+    metrics = MetricsLog(out / "metrics.jsonl", resume_step=resume_step, sinks=sinks)
     try:
         trainer = Trainer(
             algorithm, optimizer, train_sampler, val,
@@ -187,6 +190,8 @@ def _run_locked(cfg: DictConfig, out: Path, explicit_resume: bool) -> RunResult:
         raise
     finally:
         metrics.close()
+        if cfg.train.get("plot", True):
+            _plot_curve(out)
 
     task_type = algorithm.task_type
     summary: dict[str, Any] = {
@@ -216,6 +221,16 @@ def _run_locked(cfg: DictConfig, out: Path, explicit_resume: bool) -> RunResult:
     log.info("test %s %s (95%% CI, %d episodes, %s)", task_type.metric,
              task_type.format(result.score, result.ci95), result.episodes, shape)
     return RunResult(summary=summary, output_dir=str(out))
+
+
+def _plot_curve(out: Path) -> None:
+    """Draw ``learning_curve.png``; a plot that fails is a warning, never the run's error."""
+    from metarun.report.plots import plot_learning_curve
+
+    try:
+        plot_learning_curve(out)
+    except Exception as e:  # noqa: BLE001 - whatever matplotlib raises
+        log.warning("could not draw %s/learning_curve.png: %s", out, e)
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:

@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 TINY = ["train.iterations=4", "train.meta_batch=2", "train.eval_every=2", "train.log_every=2",
-        "eval.val_episodes=4", "eval.test_episodes=8", "task.queries=2"]
+        "eval.val_episodes=4", "eval.test_episodes=8", "task.queries=2",
+        "train.plot=false"]
 
 
 def metarun_command() -> list[str]:

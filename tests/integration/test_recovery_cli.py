@@ -16,7 +16,8 @@ from metarun.engine.checkpoint import load_checkpoint
 from tests.integration.cli import TINY, metarun, metarun_command
 
 # ProtoNet at full width with 4 tasks per step: slow enough (~0.1 s a step) to be interrupted.
-LONG = ["algo=protonet", "device=cpu", "train.iterations=40", "train.meta_batch=4",
+LONG = ["algo=protonet", "device=cpu", "train.plot=false", "train.iterations=40",
+        "train.meta_batch=4",
         "train.eval_every=20", "train.log_every=5", "train.checkpoint_every=2",
         "eval.val_episodes=4", "eval.test_episodes=8", "task.queries=5"]
 

@@ -1,0 +1,225 @@
+"""``metarun-eval``: meta-test saved checkpoints on any compatible episodes.
+
+    metarun-eval checkpoint=outputs/2026-11-24/10-00-00                 # the run's own test
+    metarun-eval checkpoint=runs/a eval.ways=20 eval.episodes=1000      # trained 5-way
+    metarun-eval checkpoint=runs/a data.split=lake split=val device=cpu
+    metarun-eval checkpoint=[runs/a,runs/b,runs/c] ensemble=average
+    metarun-eval -m checkpoint=runs/a eval.ways=5,20 eval.shots=1,5      # a Hydra sweep
+
+Everything not overridden comes from the config saved in the checkpoint, so
+``metarun-eval checkpoint=<run>`` meets exactly the run's own test episodes and reproduces its
+test score. Each evaluation writes ``summary.json`` (and ``metarun-eval.log``) to its own
+directory, ``outputs/eval/<date>/<time>`` unless ``hydra.run.dir`` says otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from metarun.cli import _config_dir
+from metarun.types import Split
+
+log = logging.getLogger("metarun")
+
+#: ``eval.*`` keys of ``conf/evaluate.yaml`` -> the run-config keys they set.
+EVAL_KEYS = {"ways": ("eval.ways",), "shots": ("eval.shots",), "queries": ("eval.queries",),
+             "episodes": ("eval.test_episodes", "eval.val_episodes")}
+
+
+def _split(name: str) -> Split:
+    try:
+        return Split(name)
+    except ValueError:
+        raise ValueError(f"split must be one of {[s.value for s in Split]}; got {name!r}") \
+            from None
+
+
+def run_overrides(run_config: DictConfig, eval_keys: dict[str, Any], data: dict[str, Any],
+                  seed: int | None) -> dict[str, Any]:
+    """The run-config keys to change, checked against the run's config.
+
+    Raises:
+        ValueError: a data key the run's dataset does not have, or a bad number.
+    """
+    out: dict[str, Any] = {}
+    for key, value in eval_keys.items():
+        if value is None:
+            continue
+        if key not in EVAL_KEYS:
+            raise ValueError(f"eval.{key} is not an evaluation setting; choose from "
+                             f"{', '.join(f'eval.{k}' for k in EVAL_KEYS)}")
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"eval.{key} must be a positive integer; got {value!r}")
+        out.update(dict.fromkeys(EVAL_KEYS[key], value))
+    for key, value in data.items():
+        if key not in run_config.data:
+            raise ValueError(f"data.{key}: the run's dataset ({run_config.data._target_}) has "
+                             f"no such key; its keys: {', '.join(map(str, run_config.data))}")
+        out[f"data.{key}"] = value
+    if seed is not None:
+        out["seed"] = int(seed)
+    return out
+
+
+def evaluate_checkpoint(checkpoint: str | Path, output_dir: str | Path, *,
+                        split: str = "test", device: str = "auto",
+                        overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Meta-test one checkpoint; write and return ``summary.json``.
+
+    Args:
+        checkpoint: a checkpoint file, or a run directory (its ``checkpoints/best.pt``).
+        output_dir: where ``summary.json`` goes.
+        split: ``train``, ``val`` or ``test``: whose classes the episodes come from.
+        device: as for :func:`metarun.load`.
+        overrides: run-config keys to change (``eval.ways``, ``eval.test_episodes``, ``seed``,
+            ``data.<key>`` ...; see :func:`run_overrides`). Everything else is the run's.
+
+    Raises:
+        ValueError: the checkpoint cannot meet these episodes (another input shape or task
+            type, more ways than it handles, more classes or images than the split has).
+    """
+    from hydra.utils import instantiate
+
+    from metarun.api import check_targets, restore
+    from metarun.engine.checkpoint import load_checkpoint
+    from metarun.engine.evaluate import evaluate
+    from metarun.ensemble import checkpoint_file
+    from metarun.run import fixed_episodes
+
+    t0 = time.perf_counter()
+    which = _split(split)
+    path = checkpoint_file(checkpoint)
+    blob = load_checkpoint(path, map_location="cpu")
+    learner = restore(blob, device)
+    algorithm = learner.algorithm
+    cfg = learner.config.copy()
+    for key, value in (overrides or {}).items():
+        OmegaConf.update(cfg, key, value)
+    check_targets(cfg)
+    dataset = instantiate(cfg.data)
+    trained_on = learner._dataset
+    if tuple(dataset.input_shape) != tuple(trained_on.input_shape) or \
+            dataset.task_type.name != algorithm.task_type.name:
+        raise ValueError(f"{path} was trained on {algorithm.task_type.name} inputs of shape "
+                         f"{tuple(trained_on.input_shape)}; these data give "
+                         f"{dataset.task_type.name} inputs of shape "
+                         f"{tuple(dataset.input_shape)}")
+    ev = cfg.eval
+    algorithm.check_task(ev.ways)
+    splits = {s: bank.to(learner.device) for s, bank in dataset.load().items()}
+    episodes = fixed_episodes(cfg, splits, which)
+    result = evaluate(algorithm, episodes)
+    task_type = algorithm.task_type
+    summary: dict[str, Any] = {
+        "command": "metarun-eval",
+        "status": "completed",
+        "checkpoint": str(path),
+        "checkpoint_step": blob.get("step"),
+        "algo": cfg.algo._target_.rsplit(".", 1)[-1],
+        "task_type": task_type.name,
+        "metric": task_type.metric,
+        "higher_is_better": task_type.higher_is_better,
+        "split": which.value,
+        "trained_task": OmegaConf.to_container(learner.config.task),
+        "eval_task": {"ways": ev.ways, "shots": ev.shots, "queries": ev.queries},
+        "result": {**result.as_dict(), "episodes_sha256": episodes.digest()},
+        "overrides": dict(overrides or {}),
+        "seed": int(cfg.seed),
+        "device": str(learner.device),
+        "bn_mode": algorithm.bn_mode,
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    shape = f"{ev.ways}-way {ev.shots}-shot" if task_type.name == "classification" \
+        else f"{ev.shots}-shot"
+    log.info("%s %s %s (95%% CI, %d episodes, %s) of %s", which.value, task_type.metric,
+             task_type.format(result.score, result.ci95), result.episodes, shape, path)
+    return summary
+
+
+def _evaluate(cfg: DictConfig, output_dir: str) -> dict[str, Any]:
+    from metarun.ensemble import METHODS, ensemble
+
+    if OmegaConf.is_missing(cfg, "checkpoint"):
+        raise ValueError("say which model to evaluate: checkpoint=<checkpoint file or run "
+                         "directory> (or a list [a,b,...] with ensemble=average|select|fuse)")
+    checkpoints = cfg.checkpoint
+    many = OmegaConf.is_list(checkpoints)
+    paths: list[str | Path] = [str(p) for p in checkpoints] if many else [str(checkpoints)]
+    data = {str(k): v for k, v in (cfg.get("data") or {}).items()}
+    eval_keys = {str(k): v for k, v in cfg.eval.items()}
+    if cfg.ensemble is None:
+        if len(paths) != 1:
+            raise ValueError(f"{len(paths)} checkpoints given: choose how to combine them with "
+                             f"ensemble={'|'.join(METHODS)}")
+        run_config = load_config(paths[0])
+        overrides = run_overrides(run_config, eval_keys, data, cfg.seed)
+        return evaluate_checkpoint(paths[0], output_dir, split=cfg.split, device=cfg.device,
+                                   overrides=overrides)
+    run_config = load_config(paths[0])
+    overrides = run_overrides(run_config, eval_keys, data, cfg.seed)
+    summary = ensemble(paths, str(cfg.ensemble), output_dir, device=str(cfg.device),
+                       overrides=overrides, split=_split(str(cfg.split)))
+    result = summary["ensemble"]["test"]
+    metric = summary["metric"]
+    from metarun.report.table import format_score
+
+    log.info("%s ensemble of %d: %s %s (95%% CI, %d episodes)", cfg.ensemble, len(paths),
+             metric, format_score(metric, result[metric], result["ci95"]), result["episodes"])
+    return summary
+
+
+def load_config(checkpoint: str | Path) -> DictConfig:
+    """The run config saved in a checkpoint file or run directory."""
+    from metarun.engine.checkpoint import load_checkpoint
+    from metarun.ensemble import checkpoint_file
+
+    blob = load_checkpoint(checkpoint_file(checkpoint), map_location="cpu")
+    return OmegaConf.create(blob["config"])
+
+
+@hydra.main(version_base="1.3", config_path=_config_dir(), config_name="evaluate")
+def _app(cfg: DictConfig) -> float:
+    from hydra.core.hydra_config import HydraConfig
+
+    from metarun.cli import exit_status, unwrap
+
+    try:
+        summary = _evaluate(cfg, HydraConfig.get().runtime.output_dir)
+    except Exception as raised:
+        e = unwrap(raised)
+        status = exit_status(e)
+        if status is None:
+            raise
+        log.error("%s", e)
+        sys.exit(status)
+    result = summary.get("result") or summary["ensemble"]["test"]
+    return float(result[summary["metric"]])
+
+
+def main() -> None:
+    """Console-script entry point: ``data.<key>=value`` changes a key of the run's own data
+    config (so it needs no ``+``)."""
+    from metarun.cli import EXIT_BAD_INPUT, check_output_dir, check_overrides
+
+    args = [f"++{a}" if a.startswith("data.") else a for a in sys.argv[1:]]
+    sys.argv = [sys.argv[0], *args]
+    problem = check_overrides(args, config_name="evaluate") or check_output_dir(args)
+    if problem:
+        print(f"metarun-eval: error: {problem}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+    _app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,181 @@
+"""``metarun-report``: one table of every run under the given run or sweep directories.
+
+    metarun-report outputs/multirun/2026-11-24/10-00-00
+    metarun-report runs/a runs/b --by algo --x task.shots --out reports/shots
+
+Prints a table of every run (the overrides that differ between runs, test score ± 95% CI,
+best validation score, steps, time, device; failed and unfinished runs marked), then, when
+runs differ only by seed, a table grouped over the swept keys with the mean and standard
+deviation of the per-seed test means. Writes ``report.csv``, ``groups.csv``, ``report.md`` and
+``comparison.png`` to ``--out`` (default: the first directory given).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from metarun.report.table import (
+    Report,
+    build_report,
+    group_table,
+    markdown_table,
+    run_table,
+    write_csv,
+)
+
+EXIT_OK, EXIT_INCOMPLETE, EXIT_BAD_INPUT = 0, 1, 2
+PREFERRED_X = ("task.shots", "task.ways", "train.iterations")
+
+
+def comparison_x(report: Report, x: str | None) -> str | None:
+    """The key on the comparison plot's x axis: ``x``, else a swept numeric key (shots first),
+    else the first grouping key; ``None`` when nothing is swept."""
+    if x is not None:
+        if x not in report.by:
+            raise ValueError(f"--x {x}: not a grouping key; grouping keys: "
+                             f"{', '.join(report.by) or 'none'}")
+        return x
+    numeric = [k for k in report.by
+               if all(isinstance(g.keys.get(k), (int, float)) for g in report.groups)]
+    for key in (*PREFERRED_X, *numeric, *report.by):
+        if key in report.by:
+            return key
+    return None
+
+
+def draw_comparison(report: Report, x: str, out: Path) -> Path | None:
+    """Test score against ``x``, one line per value of the other grouping keys; error bars are
+    the spread over seeds (or a single run's 95% CI)."""
+    from metarun.report.plots import Series, plot_comparison
+
+    lines: dict[str, list[tuple[Any, float, float]]] = {}
+    for g in report.groups:
+        if not g.completed:
+            continue
+        label = ", ".join(f"{k}={g.keys[k]}" for k in report.by if k != x)
+        spread = g.spread if len(g.completed) > 1 else g.completed[0].test[1]
+        lines.setdefault(label, []).append((g.keys.get(x), g.mean, spread))
+    if not lines:
+        return None
+    metrics = {g.metric for g in report.groups if g.completed}
+    metric = metrics.pop() if len(metrics) == 1 else "score"
+    seeds = max(len(g.completed) for g in report.groups)
+    bars = "sd over seeds" if seeds > 1 else "95% CI"
+    y = {"acc": "test accuracy (%)", "mse": "test MSE"}.get(metric, "test score")
+    return plot_comparison([Series(k, v) for k, v in lines.items()], x, y, out,
+                           title=f"{y} ({bars})", percent=metric == "acc")
+
+
+def _print_table(title: str, header: list[str], body: list[list[str]],
+                 statuses: list[str] | None = None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for column in header:
+        table.add_column(column, overflow="fold")
+    for i, cells in enumerate(body):
+        bad = statuses is not None and statuses[i] != "completed"
+        table.add_row(*cells, style="red" if bad else None)
+    # A pipe or a CI log gets the table's full width rather than 80 columns.
+    Console(width=None if sys.stdout.isatty() else 240).print(table)
+
+
+def write_report(report: Report, out: Path, x: str | None = None,
+                 plot: bool = True) -> dict[str, Path]:
+    """Write ``report.csv``, ``report.md`` and, when there are groups, ``groups.csv`` and
+    ``comparison.png`` to ``out``; return what was written."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = {"csv": out / "report.csv", "md": out / "report.md"}
+    write_csv(written["csv"], [r.as_dict() for r in report.rows])
+    parts = ["# metarun report\n\n", markdown_table(*run_table(report))]
+    if report.aggregates:
+        written["groups"] = out / "groups.csv"
+        write_csv(written["groups"], [g.as_dict() for g in report.groups])
+        parts += [f"\n## Grouped by {', '.join(report.by)} (seeds aggregated)\n\n",
+                  markdown_table(*group_table(report))]
+    failed = [r for r in report.rows if not r.run.completed]
+    if failed:
+        parts.append("\n## Runs that did not complete\n\n")
+        parts += [f"- `{r.name}`: {r.run.status}" + (f": {r.run.error}" if r.run.error else "")
+                  + "\n" for r in failed]
+    key = comparison_x(report, x)
+    if plot and key is not None:
+        png = draw_comparison(report, key, out / "comparison.png")
+        if png is not None:
+            written["plot"] = png
+            parts.append("\n![comparison](comparison.png)\n")
+    written["md"].write_text("".join(parts), encoding="utf-8")
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="metarun-report", description=__doc__.split("\n\n")[0].split(": ", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("dirs", nargs="+", metavar="DIR",
+                        help="run directories, sweep directories, or folders holding them")
+    parser.add_argument("--by", action="append", metavar="KEY",
+                        help="group by this override (repeatable; default: every swept key "
+                             "but seed)")
+    parser.add_argument("--x", metavar="KEY", help="x axis of comparison.png (default: "
+                        "task.shots when swept, else the first numeric grouping key)")
+    parser.add_argument("--out", metavar="DIR", help="where the report files go (default: "
+                        "the first DIR)")
+    parser.add_argument("--curves", action="store_true",
+                        help="also (re)draw every run's learning_curve.png from metrics.jsonl")
+    parser.add_argument("--no-plot", action="store_true", help="skip comparison.png")
+    parser.add_argument("--strict", action="store_true",
+                        help="exit 1 when any run did not complete")
+    args = parser.parse_args(argv)
+
+    from metarun.report.runs import find_runs
+
+    try:
+        runs = find_runs(args.dirs)
+        root = Path(args.dirs[0]).resolve() if len(args.dirs) == 1 else None
+        report = build_report(runs, by=args.by, root=root)
+        comparison_x(report, args.x)
+    except (OSError, ValueError) as e:
+        print(f"metarun-report: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+    if args.curves:
+        from metarun.report.plots import plot_learning_curve
+
+        for r in runs:
+            try:
+                plot_learning_curve(r.path)
+            except (OSError, ValueError) as e:
+                print(f"metarun-report: no learning curve for {r.path}: {e}", file=sys.stderr)
+
+    _print_table(f"{len(report.rows)} runs", *run_table(report),
+                 statuses=[r.run.status for r in report.rows])
+    if report.aggregates:
+        _print_table(f"grouped by {', '.join(report.by)}: mean ± sd of per-seed test means",
+                     *group_table(report))
+    for row in report.rows:
+        if not row.run.completed and row.run.error:
+            print(f"{row.name}: {row.run.status}: {row.run.error}")
+    out = Path(args.out) if args.out else Path(args.dirs[0])
+    try:
+        written = write_report(report, out, x=args.x, plot=not args.no_plot)
+    except OSError as e:
+        print(f"metarun-report: error: cannot write the report to {out}: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print("wrote " + ", ".join(str(p) for p in written.values()))
+    incomplete = sum(not r.run.completed for r in report.rows)
+    return EXIT_INCOMPLETE if args.strict and incomplete else EXIT_OK
+
+
+def console() -> None:
+    """Console-script entry point."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    console()
+

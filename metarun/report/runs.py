@@ -1,0 +1,141 @@
+"""Finding metarun runs on disk and reading what each one says about itself."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+#: How a run directory can end up (``summary.json`` ``status``), plus the two states of a run
+#: that has not written one: ``running`` (its lock is held) and ``unfinished`` (killed).
+FINISHED = "completed"
+
+
+@dataclass
+class RunRecord:
+    """One run directory.
+
+    Attributes:
+        path: the run directory.
+        status: ``completed``, ``failed``, ``preempted``, ``non_finite``, ``running`` or
+            ``unfinished``.
+        overrides: the command-line overrides it was started with (``.hydra/overrides.yaml``),
+            as ``key -> value`` strings.
+        summary: ``summary.json``, or an empty dict.
+        last_step: the last step in ``metrics.jsonl`` (for runs that did not finish).
+    """
+
+    path: Path
+    status: str
+    overrides: dict[str, str] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+    last_step: int | None = None
+
+    @property
+    def completed(self) -> bool:
+        return self.status == FINISHED
+
+    @property
+    def error(self) -> str:
+        return str(self.summary.get("error", ""))
+
+
+def is_run_dir(path: Path) -> bool:
+    """A metarun training run: Hydra's ``.hydra/`` with a metarun config, or a summary that
+    says how training ended."""
+    if (path / ".hydra" / "config.yaml").is_file():
+        return True
+    summary = _read_json(path / "summary.json")
+    return bool(summary) and "status" in summary and "method" not in summary \
+        and summary.get("command") != "metarun-eval"
+
+
+def find_runs(roots: list[str | Path]) -> list[RunRecord]:
+    """Every run directory at or below ``roots`` (a run's own subfolders are not searched),
+    in path order, each once.
+
+    Raises:
+        FileNotFoundError: a root does not exist.
+    """
+    found: dict[Path, RunRecord] = {}
+    for root in roots:
+        root = Path(root)
+        if not root.is_dir():
+            raise FileNotFoundError(f"{root}: no such directory")
+        for dirpath, dirnames, _ in os.walk(root):
+            here = Path(dirpath)
+            if is_run_dir(here):
+                found.setdefault(here.resolve(), read_run(here))
+                dirnames.clear()
+            else:
+                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+    return sorted(found.values(), key=lambda r: _natural(r.path))
+
+
+def _natural(path: Path) -> list[Any]:
+    """Sort key that puts job 2 before job 10."""
+    return [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in path.parts]
+
+
+def read_run(path: Path) -> RunRecord:
+    """What ``path`` says about its run."""
+    summary = _read_json(path / "summary.json")
+    overrides = read_overrides(path)
+    status = str(summary.get("status", "")) if summary else ""
+    last_step = None
+    records = path / "metrics.jsonl"
+    if records.is_file():
+        from metarun.report.plots import read_metrics
+
+        steps = [int(r["step"]) for r in read_metrics(records) if r["split"] != "test"]
+        last_step = max(steps) if steps else None
+    if not status:
+        status = "running" if _locked(path) else "unfinished"
+    return RunRecord(path, status, overrides, summary, last_step)
+
+
+def read_overrides(path: Path) -> dict[str, str]:
+    """``.hydra/overrides.yaml`` as ``key -> value`` (``+``/``++`` prefixes dropped)."""
+    file = path / ".hydra" / "overrides.yaml"
+    if not file.is_file():
+        return {}
+    from omegaconf import OmegaConf
+
+    out = {}
+    for item in OmegaConf.to_container(OmegaConf.load(file)) or []:  # type: ignore[union-attr]
+        key, sep, value = str(item).partition("=")
+        if sep and not key.startswith("~"):
+            out[key.lstrip("+")] = value
+    return out
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _locked(path: Path) -> bool:
+    """Whether a live process holds the run's lock (see :class:`metarun.engine.lock.RunLock`)."""
+    lock = path / ".lock"
+    if not lock.exists():
+        return False
+    try:
+        import fcntl
+    except ImportError:
+        return False
+    try:
+        fd = os.open(lock, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+    return False
