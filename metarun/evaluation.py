@@ -164,11 +164,11 @@ def _evaluate(cfg: DictConfig, output_dir: str) -> dict[str, Any]:
                              f"ensemble={'|'.join(METHODS)}")
         run_config = load_config(paths[0])
         overrides = run_overrides(run_config, eval_keys, data, cfg.seed)
-        return evaluate_checkpoint(paths[0], output_dir, split=cfg.split, device=cfg.device,
-                                   overrides=overrides)
+        return evaluate_checkpoint(paths[0], output_dir, split=cfg.split,
+                                   device=cfg.device.name, overrides=overrides)
     run_config = load_config(paths[0])
     overrides = run_overrides(run_config, eval_keys, data, cfg.seed)
-    summary = ensemble(paths, str(cfg.ensemble), output_dir, device=str(cfg.device),
+    summary = ensemble(paths, str(cfg.ensemble), output_dir, device=str(cfg.device.name),
                        overrides=overrides, split=_split(str(cfg.split)))
     result = summary["ensemble"]["test"]
     metric = summary["metric"]
@@ -210,9 +210,15 @@ def _app(cfg: DictConfig) -> float:
 def main() -> None:
     """Console-script entry point: ``data.<key>=value`` changes a key of the run's own data
     config (so it needs no ``+``)."""
-    from metarun.cli import EXIT_BAD_INPUT, check_output_dir, check_overrides
+    from metarun.cli import (
+        EXIT_BAD_INPUT,
+        check_output_dir,
+        check_overrides,
+        expand_device_shorthand,
+    )
 
-    args = [f"++{a}" if a.startswith("data.") else a for a in sys.argv[1:]]
+    args = [f"++{a}" if a.startswith("data.") else a
+            for a in expand_device_shorthand(sys.argv[1:])]
     sys.argv = [sys.argv[0], *args]
     problem = check_overrides(args, config_name="evaluate") or check_output_dir(args)
     if problem:

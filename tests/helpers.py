@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
@@ -29,3 +31,14 @@ def random_image_batch(tasks: int, ways: int, shots: int, queries: int,
         query_y=labels.repeat_interleave(queries).expand(tasks, -1),
         class_ids=labels.expand(tasks, -1),
     )
+
+
+def assert_png(path: Path) -> None:
+    """A real, decodable PNG of a sensible size."""
+    from PIL import Image
+
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", path
+    with Image.open(path) as image:
+        image.verify()
+    with Image.open(path) as image:
+        assert image.size[0] >= 300 and image.size[1] >= 200

@@ -12,16 +12,25 @@ TINY = ["train.iterations=4", "train.meta_batch=2", "train.eval_every=2", "train
         "train.plot=false"]
 
 
-def metarun_command() -> list[str]:
+#: Console scripts and the modules behind them.
+MODULES = {"metarun": "metarun.cli", "metarun-eval": "metarun.evaluation",
+           "metarun-report": "metarun.report.cli", "metarun-ensemble": "metarun.ensemble"}
+
+
+def command(name: str = "metarun") -> list[str]:
     """The console script next to this interpreter (what ``pip install`` put there)."""
-    script = Path(sys.executable).with_name("metarun")
+    script = Path(sys.executable).with_name(name)
     if script.exists():
         return [str(script)]
-    found = shutil.which("metarun")
-    return [found] if found else [sys.executable, "-m", "metarun.cli"]
+    found = shutil.which(name)
+    return [found] if found else [sys.executable, "-m", MODULES[name]]
 
 
-def metarun(args: list[str], env: dict[str, str], cwd: Path,
-            timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*metarun_command(), *args], env=env, cwd=cwd, capture_output=True,
+def metarun_command() -> list[str]:
+    return command("metarun")
+
+
+def metarun(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 300,
+            name: str = "metarun") -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*command(name), *args], env=env, cwd=cwd, capture_output=True,
                           text=True, timeout=timeout, stdin=subprocess.DEVNULL)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,6 +12,7 @@ import torch
 
 from metarun.ensemble import ensemble, fused_state, load_members
 from metarun.run import run
+from tests.integration.cli import metarun
 
 SMALL = ["algo=protonet", "backbone.hidden=8", "train.iterations=4", "train.meta_batch=1",
          "train.eval_every=2", "train.log_every=2", "eval.val_episodes=4",
@@ -79,10 +79,7 @@ def test_fusion_refuses_different_architectures(runs: dict[str, Path], tmp_path:
 
 def _ensemble_cli(args: list[str], env: dict[str, str],
                   cwd: Path) -> subprocess.CompletedProcess[str]:
-    script = Path(sys.executable).with_name("metarun-ensemble")
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "metarun.ensemble"]
-    return subprocess.run([*command, *args], env=env, cwd=cwd, capture_output=True, text=True,
-                          timeout=300, stdin=subprocess.DEVNULL)
+    return metarun(args, env, cwd, name="metarun-ensemble")
 
 
 def test_command_line(runs: dict[str, Path], env: dict[str, str], tmp_path: Path) -> None:

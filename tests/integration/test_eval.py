@@ -1,0 +1,101 @@
+"""``metarun-eval``: saved checkpoints meta-tested on the run's own or on other episodes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from metarun.evaluation import evaluate_checkpoint
+from metarun.run import run
+from tests.helpers import compose_config
+from tests.integration.cli import metarun
+
+SMALL = ["algo=protonet", "backbone.hidden=8", "train.iterations=4", "train.meta_batch=1",
+         "train.eval_every=2", "train.log_every=2", "eval.val_episodes=4",
+         "eval.test_episodes=10", "task.queries=3"]
+
+
+def metarun_eval(args: list[str], env: dict[str, str],
+                 cwd: Path) -> subprocess.CompletedProcess[str]:
+    return metarun(args, env, cwd, name="metarun-eval")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory, make_config) -> Path:  # type: ignore[no-untyped-def]
+    path = tmp_path_factory.mktemp("protonet")
+    run(make_config(*SMALL), path)
+    return path
+
+
+def summary(path: Path) -> dict:  # type: ignore[type-arg]
+    return json.loads((path / "summary.json").read_text())
+
+
+def test_evaluating_a_run_reproduces_its_test_score_exactly(trained: Path,
+                                                            tmp_path: Path) -> None:
+    own = summary(trained)["test"]
+    again = evaluate_checkpoint(trained, tmp_path, device="cpu")
+    assert again["result"]["acc"] == own["acc"]
+    assert again["result"]["ci95"] == own["ci95"]
+    assert again["result"]["episodes_sha256"] == own["episodes_sha256"]
+    assert summary(tmp_path) == again
+    assert again["checkpoint"] == str(trained / "checkpoints" / "best.pt")
+
+
+def test_a_5_way_model_is_evaluated_20_way_on_other_episodes(trained: Path,
+                                                             tmp_path: Path) -> None:
+    s = evaluate_checkpoint(trained, tmp_path, device="cpu",
+                            overrides={"eval.ways": 20, "eval.test_episodes": 3, "seed": 7})
+    assert s["trained_task"]["ways"] == 5
+    assert s["eval_task"]["ways"] == 20 and s["result"]["episodes"] == 3
+    assert s["result"]["episodes_sha256"] != summary(trained)["test"]["episodes_sha256"]
+    assert 0.0 <= s["result"]["acc"] <= 1.0
+
+
+def test_the_command_line_reproduces_the_run_and_reaches_ensembles(
+        trained: Path, tmp_path: Path, env: dict[str, str]) -> None:
+    proc = metarun_eval([f"checkpoint={trained}", "device=cpu",
+                         f"hydra.run.dir={tmp_path / 'one'}"], env, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert summary(tmp_path / "one")["result"]["acc"] == summary(trained)["test"]["acc"]
+    assert (tmp_path / "one" / "metarun-eval.log").is_file()
+    # A data key of the run's own dataset, another split, and an ensemble of the run with
+    # itself (whose average is the run).
+    proc = metarun_eval([f"checkpoint=[{trained},{trained}]", "ensemble=average", "split=val",
+                         "data.rotations=false", "eval.episodes=4", "device=cpu",
+                         f"hydra.run.dir={tmp_path / 'ens'}"], env, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    ens = summary(tmp_path / "ens")
+    assert ens["split"] == "val" and ens["ensemble"]["test"]["episodes"] == 4
+    assert ens["ensemble"]["test"]["acc"] == ens["members"][0]["test"]["acc"]
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "say which model to evaluate"),
+    (["checkpoint={run}", "data.nonsense=1"], "has no such key"),
+    (["checkpoint=[{run},{run}]"], "choose how to combine them"),
+    (["checkpoint={run}", "split=holdout"], "split must be one of"),
+    (["checkpoint={run}", "eval.ways=100000"], "exceeds"),
+    (["checkpoint={run}", "eval.wayz=3"], "eval.wayz"),
+])
+def test_bad_input_is_one_line_and_exit_2(trained: Path, tmp_path: Path, env: dict[str, str],
+                                          args: list[str], message: str) -> None:
+    proc = metarun_eval([a.format(run=trained) for a in args] +
+                        ["device=cpu", f"hydra.run.dir={tmp_path}"], env, tmp_path)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = [ln for ln in (proc.stdout + proc.stderr).splitlines()
+             if "error" in ln.lower() and "HYDRA_FULL_ERROR" not in ln]
+    assert len(lines) == 1 and message in lines[0], proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_regression_checkpoints_reproduce_their_mse(tmp_path: Path) -> None:
+    cfg = compose_config("device=cpu", "data=sinusoid", "algo=maml", "train.iterations=4",
+                         "train.eval_every=2", "eval.val_episodes=4", "eval.test_episodes=8")
+    result = run(cfg, tmp_path / "run")
+    again = evaluate_checkpoint(tmp_path / "run", tmp_path / "eval", device="cpu")
+    assert again["metric"] == "mse"
+    assert again["result"]["mse"] == result.summary["test"]["mse"]

@@ -1,0 +1,138 @@
+"""Sweep reports and ``metarun-report`` on a real sweep of small sinusoid runs, two of whose
+jobs fail (ProtoNet cannot learn regression)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+import statistics
+from pathlib import Path
+
+import pytest
+
+from metarun.report.cli import main as report_main
+from metarun.report.runs import find_runs
+from metarun.report.table import build_report
+from tests.helpers import assert_png
+from tests.integration.cli import metarun
+
+SINE = ["data=sinusoid", "device=cpu", "train.iterations=6", "train.eval_every=3",
+        "train.log_every=2", "eval.val_episodes=4", "eval.test_episodes=6"]
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory: pytest.TempPathFactory, env: dict[str, str]) -> dict[str, object]:
+    root = tmp_path_factory.mktemp("sweep")
+    proc = metarun(["-m", "algo=maml,reptile,protonet", "seed=0,1", *SINE,
+                    f"hydra.sweep.dir={root}"], env, root)
+    return {"dir": root, "proc": proc}
+
+
+def summaries(root: Path) -> dict[int, dict[str, object]]:
+    return {int(p.parent.name): json.loads(p.read_text()) for p in root.glob("*/summary.json")}
+
+
+def test_a_sweep_reports_every_job_and_exits_1_for_the_failed_ones(sweep) -> None:  # type: ignore[no-untyped-def]
+    root, proc = sweep["dir"], sweep["proc"]
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    jobs = summaries(root)
+    assert sorted(jobs) == list(range(6))
+    failed = sorted(n for n, s in jobs.items() if s["status"] == "failed")
+    assert failed == [4, 5]  # algo=protonet, seeds 0 and 1
+    assert "2 job(s) of the sweep did not complete" in proc.stderr
+    assert all("ProtoNet" in str(jobs[n]["error"]) or "classification" in str(jobs[n]["error"])
+               for n in failed)
+    for name in ("report.csv", "report.md", "groups.csv"):
+        assert (root / name).is_file(), name
+    assert_png(root / "comparison.png")
+    # The table was printed at the end of the sweep, failed jobs marked.
+    assert "FAILED" in proc.stdout and "grouped by algo" in proc.stdout
+
+
+def test_each_run_draws_its_learning_curve(sweep) -> None:  # type: ignore[no-untyped-def]
+    root = sweep["dir"]
+    for n in range(4):
+        assert_png(root / str(n) / "learning_curve.png")
+
+
+def test_rows_groups_and_seed_aggregates_match_the_summaries(sweep) -> None:  # type: ignore[no-untyped-def]
+    root = sweep["dir"]
+    jobs = summaries(root)
+    report = build_report(find_runs([root]), root=root.resolve())
+    assert report.swept == ["algo", "seed"]
+    assert report.by == ["algo"]
+    assert [r.name for r in report.rows] == [str(n) for n in range(6)]
+    assert [r.run.status for r in report.rows] == ["completed"] * 4 + ["failed"] * 2
+    groups = {g.keys["algo"]: g for g in report.groups}
+    assert sorted(groups) == ["maml", "protonet", "reptile"]
+    assert len(groups["protonet"].completed) == 0 and len(groups["protonet"].rows) == 2
+    assert math.isnan(groups["protonet"].mean)
+    for algo, (a, b) in (("maml", (0, 1)), ("reptile", (2, 3))):
+        scores = [float(jobs[n]["test"]["mse"]) for n in (a, b)]  # type: ignore[index]
+        assert groups[algo].mean == pytest.approx(statistics.fmean(scores), rel=1e-12)
+        assert groups[algo].spread == pytest.approx(statistics.stdev(scores), rel=1e-12)
+        assert groups[algo].seeds == [0, 1]
+
+
+def test_report_command_writes_csv_markdown_and_plot(sweep, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    root = sweep["dir"]
+    jobs = summaries(root)
+    assert report_main([str(root), "--out", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "6 runs" in printed and "FAILED" in printed
+    with open(tmp_path / "report.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["status"] for r in rows] == ["completed"] * 4 + ["failed"] * 2
+    assert [r["algo"] for r in rows] == ["maml", "maml", "reptile", "reptile", "protonet",
+                                         "protonet"]
+    assert float(rows[0]["test"]) == jobs[0]["test"]["mse"]  # type: ignore[index]
+    assert rows[0]["steps"] == "6" and rows[0]["device"] == "cpu"
+    assert rows[4]["test"] in ("", "nan") and rows[4]["error"]
+    with open(tmp_path / "groups.csv", newline="") as f:
+        groups = {g["algo"]: g for g in csv.DictReader(f)}
+    assert groups["maml"]["completed"] == "2" and groups["protonet"]["completed"] == "0"
+    markdown = (tmp_path / "report.md").read_text()
+    assert "## Grouped by algo (seeds aggregated)" in markdown
+    assert "## Runs that did not complete" in markdown and "`4`: failed" in markdown
+    assert_png(tmp_path / "comparison.png")
+
+
+def test_unfinished_runs_are_marked_with_their_last_step(sweep, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    copy = tmp_path / "runs"
+    shutil.copytree(sweep["dir"], copy)
+    (copy / "1" / "summary.json").unlink()  # as if the process had been killed
+    (record,) = [r for r in find_runs([copy]) if r.path.name == "1"]
+    assert record.status == "unfinished" and record.last_step == 6
+    assert report_main([str(copy), "--strict", "--no-plot", "--out", str(tmp_path / "r")]) == 1
+    assert not (tmp_path / "r" / "comparison.png").exists()
+    with open(tmp_path / "r" / "report.csv", newline="") as f:
+        row = list(csv.DictReader(f))[1]
+    assert row["status"] == "unfinished" and row["steps"] == "6"
+
+
+def test_curves_are_redrawn_on_demand(sweep, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    copy = tmp_path / "runs"
+    shutil.copytree(sweep["dir"], copy)
+    (copy / "0" / "learning_curve.png").unlink()
+    assert report_main([str(copy / "0"), "--curves"]) == 0
+    assert_png(copy / "0" / "learning_curve.png")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["{missing}"], "no such directory"),
+    (["{root}", "--by", "task.shots"], "no run sets task.shots"),
+    (["{root}", "--x", "seed"], "--x seed: not a grouping key"),
+    (["{empty}"], "no metarun runs found"),
+])
+def test_report_bad_input_is_one_line_and_exit_2(sweep, tmp_path: Path, args: list[str],  # type: ignore[no-untyped-def]
+                                                 message: str,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "empty").mkdir()
+    paths = {"root": str(sweep["dir"]), "missing": str(tmp_path / "nope"),
+             "empty": str(tmp_path / "empty")}
+    assert report_main([a.format(**paths) for a in args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("metarun-report: error: ") and message in err[0]

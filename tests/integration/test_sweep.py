@@ -1,0 +1,112 @@
+"""Optional sweep features: the Optuna search, the joblib launcher, TensorBoard logging, and
+the messages when their packages are missing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from metarun import extras
+from metarun.cli import check_extras
+from metarun.run import run
+from metarun.sweep import direction
+from tests.helpers import compose_config
+from tests.integration.cli import metarun
+
+SINE = ["data=sinusoid", "device=cpu", "train.iterations=4", "train.eval_every=2",
+        "train.log_every=2", "eval.val_episodes=4", "eval.test_episodes=4", "train.plot=false"]
+
+
+def job_summaries(root: Path) -> list[dict]:  # type: ignore[type-arg]
+    return [json.loads(p.read_text()) for p in sorted(root.glob("*/summary.json"))]
+
+
+def test_an_optuna_search_runs_two_trials_and_minimises_regression_mse(
+        tmp_path: Path, env: dict[str, str]) -> None:
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    proc = metarun(["-m", "hparams_search=maml", "hydra.sweeper.n_trials=2", *SINE,
+                    f"hydra.sweep.dir={tmp_path}"], env, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = job_summaries(tmp_path)
+    assert len(jobs) == 2 and all(j["status"] == "completed" for j in jobs)
+    overrides = [yaml.safe_load((tmp_path / str(n) / ".hydra" / "overrides.yaml").read_text())
+                 for n in range(2)]
+    for job in overrides:  # every trial drew all three hyperparameters
+        keys = {o.split("=")[0] for o in job}
+        assert {"algo.inner_lr", "algo.inner_steps", "optim.lr"} <= keys
+    result = yaml.safe_load((tmp_path / "optimization_results.yaml").read_text())
+    assert "Directions: ['minimize']" in proc.stderr + proc.stdout
+    assert result["best_value"] == min(j["val"]["best_mse"] for j in jobs)
+    assert (tmp_path / "report.md").is_file()
+
+
+def test_the_search_direction_follows_the_task_type() -> None:
+    assert direction("metarun.data.omniglot.Omniglot") == "maximize"
+    assert direction("metarun.data.sinusoid.Sinusoid") == "minimize"
+
+
+def test_joblib_runs_jobs_in_parallel_processes_and_still_reports_failures(
+        tmp_path: Path, env: dict[str, str]) -> None:
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    proc = metarun(["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                    "algo=maml,protonet", *SINE, f"hydra.sweep.dir={tmp_path}"], env, tmp_path)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert [j["status"] for j in job_summaries(tmp_path)] == ["completed", "failed"]
+    assert "1 job(s) of the sweep did not complete" in proc.stderr
+
+
+def test_tensorboard_gets_the_same_scalars_as_metrics_jsonl(tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run(compose_config(*SINE, "logger=tensorboard"), tmp_path)
+    (events,) = (tmp_path / "tensorboard").glob("events.out.tfevents.*")
+    acc = EventAccumulator(str(events.parent))
+    acc.Reload()
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    for split in ("train", "val", "test"):
+        expected = [(r["step"], r["mse"]) for r in records if r["split"] == split]
+        got = [(e.step, e.value) for e in acc.Scalars(f"{split}/mse")]
+        assert [s for s, _ in got] == [s for s, _ in expected]
+        assert [v for _, v in got] == pytest.approx([v for _, v in expected], rel=1e-6)
+    assert "train/lr" in acc.Tags()["scalars"]
+
+
+@pytest.mark.parametrize("argv, extra", [
+    (["-m", "hparams_search=maml"], "sweep"),
+    (["-m", "hydra/launcher=joblib", "seed=0,1"], "joblib"),
+    (["logger=tensorboard"], "tensorboard"),
+])
+def test_a_missing_extra_says_what_to_install(monkeypatch: pytest.MonkeyPatch, argv: list[str],
+                                              extra: str) -> None:
+    monkeypatch.setattr(extras.importlib.util, "find_spec", lambda name: None)
+    message = check_extras(argv)
+    assert message is not None and f"pip install 'metarun[{extra}]'" in message
+
+
+def test_a_search_needs_multirun() -> None:
+    if not extras.installed("sweep"):
+        pytest.skip("the sweep extra is not installed")
+    message = check_extras(["hparams_search=maml"])
+    assert message is not None and "add -m" in message
+    assert check_extras(["-m", "hparams_search=maml"]) is None
+    assert check_extras(["hparams_search=null"]) is None
+
+
+def test_missing_extra_exits_2_in_one_line(tmp_path: Path, env: dict[str, str]) -> None:
+    # metarun's own entry point in a process where the Optuna plugin cannot be found.
+    hide = ("import importlib.util as u, sys; real = u.find_spec; "
+            "u.find_spec = lambda name, *a: None if 'optuna' in name else real(name, *a); "
+            "sys.argv = ['metarun', '-m', 'hparams_search=protonet']; "
+            "from metarun.cli import main; main()")
+    proc = subprocess.run([sys.executable, "-c", hide], env=env, cwd=tmp_path, text=True,
+                          capture_output=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "metarun: error: hparams_search (Hydra's Optuna sweeper) needs the optional package "
+        "hydra_optuna_sweeper: pip install 'metarun[sweep]'"]
