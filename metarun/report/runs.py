@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,13 +44,19 @@ class RunRecord:
 
 
 def is_run_dir(path: Path) -> bool:
-    """A metarun training run: Hydra's ``.hydra/`` with a metarun config, or a summary that
-    says how training ended."""
-    if (path / ".hydra" / "config.yaml").is_file():
-        return True
+    """A metarun training run: Hydra's ``.hydra/`` with a training config, or a summary that
+    says how training ended. ``metarun-eval`` and ``metarun-ensemble`` outputs are not runs."""
     summary = _read_json(path / "summary.json")
-    return bool(summary) and "status" in summary and "method" not in summary \
-        and summary.get("command") != "metarun-eval"
+    if summary.get("command") == "metarun-eval" or "method" in summary:
+        return False
+    config = path / ".hydra" / "config.yaml"
+    if config.is_file():
+        try:
+            text = config.read_text(encoding="utf-8")
+        except OSError:
+            return False
+        return re.search(r"^checkpoint:", text, re.MULTILINE) is None  # metarun-eval's config
+    return "status" in summary
 
 
 def find_runs(roots: list[str | Path]) -> list[RunRecord]:

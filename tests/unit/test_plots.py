@@ -11,7 +11,7 @@ import pytest
 
 from metarun.report import plots
 from metarun.report.plots import Series, plot_comparison, plot_learning_curve, read_metrics
-from metarun.report.runs import RunRecord
+from metarun.report.runs import RunRecord, find_runs
 from metarun.report.table import build_report, format_score, swept_keys
 from metarun.run import run
 from tests.helpers import assert_png, compose_config
@@ -92,6 +92,21 @@ def test_a_group_counts_only_completed_runs() -> None:
     group = build_report(runs).groups[0]
     assert len(group.rows) == 2 and len(group.completed) == 1
     assert math.isnan(group.spread)
+
+
+def test_evaluations_and_ensembles_are_not_runs(tmp_path: Path) -> None:
+    for name, summary, config in (
+            ("run", {"status": "completed"}, "seed: 0\n"),
+            ("eval", {"command": "metarun-eval", "status": "completed"}, "checkpoint: x\n"),
+            ("eval_running", {}, "checkpoint: x\n"),
+            ("ensemble", {"method": "average"}, None)):
+        (tmp_path / name).mkdir()
+        if summary:
+            (tmp_path / name / "summary.json").write_text(json.dumps(summary))
+        if config:
+            (tmp_path / name / ".hydra").mkdir()
+            (tmp_path / name / ".hydra" / "config.yaml").write_text(config)
+    assert [r.path.name for r in find_runs([tmp_path])] == ["run"]
 
 
 def test_scores_format_as_people_read_them() -> None:
