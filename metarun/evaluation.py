@@ -188,17 +188,32 @@ def load_config(checkpoint: str | Path) -> DictConfig:
     return OmegaConf.create(blob["config"])
 
 
+#: Evaluations of this process's sweep that failed.
+FAILED: list[str] = []
+
+
 @hydra.main(version_base="1.3", config_path=_config_dir(), config_name="evaluate")
 def _app(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
     from metarun.cli import exit_status, unwrap
 
+    hydra_cfg = HydraConfig.get()
     try:
-        summary = _evaluate(cfg, HydraConfig.get().runtime.output_dir)
+        summary = _evaluate(cfg, hydra_cfg.runtime.output_dir)
     except Exception as raised:
         e = unwrap(raised)
         status = exit_status(e)
+        if hydra_cfg.mode == RunMode.MULTIRUN:  # one failed evaluation does not stop a sweep
+            log.error("job %s failed: %s", hydra_cfg.job.num, e, exc_info=status is None)
+            out = Path(hydra_cfg.runtime.output_dir)
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "summary.json").write_text(json.dumps(
+                {"command": "metarun-eval", "status": "failed",
+                 "error": f"{type(e).__name__}: {e}"}) + "\n", encoding="utf-8")
+            FAILED.append(f"{out}: {e}")
+            return float("nan")
         if status is None:
             raise
         log.error("%s", e)
@@ -225,6 +240,10 @@ def main() -> None:
         print(f"metarun-eval: error: {problem}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
     _app()
+    if FAILED:
+        print(f"metarun-eval: {len(FAILED)} evaluation(s) of the sweep failed:", *FAILED,
+              sep="\n  ", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

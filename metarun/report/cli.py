@@ -136,8 +136,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         runs = find_runs(args.dirs)
-        root = Path(args.dirs[0]).resolve() if len(args.dirs) == 1 else None
-        report = build_report(runs, by=args.by, root=root)
+        report = build_report(runs, by=args.by)
         comparison_x(report, args.x)
     except (OSError, ValueError) as e:
         print(f"metarun-report: error: {e}", file=sys.stderr)

@@ -96,7 +96,7 @@ def plot_learning_curve(run_dir: str | Path, out: str | Path | None = None) -> P
     for axes in (left, right):
         axes.grid(alpha=0.3)
         axes.legend()
-    figure.suptitle(str(run_dir.name))
+    figure.suptitle("/".join(run_dir.resolve().parts[-2:]))
     target = Path(out) if out is not None else run_dir / CURVE_FILE
     figure.savefig(target)
     return target

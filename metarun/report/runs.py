@@ -74,7 +74,8 @@ def find_runs(roots: list[str | Path]) -> list[RunRecord]:
         for dirpath, dirnames, _ in os.walk(root):
             here = Path(dirpath)
             if is_run_dir(here):
-                found.setdefault(here.resolve(), read_run(here))
+                here = here.resolve()
+                found.setdefault(here, read_run(here))
                 dirnames.clear()
             else:
                 dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))

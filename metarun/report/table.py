@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -155,11 +156,13 @@ def build_report(runs: Sequence[RunRecord], by: Sequence[str] | None = None,
             raise ValueError(f"no run sets {', '.join(unknown)}; the swept keys are: "
                              f"{', '.join(swept) or 'none'}")
     columns = list(dict.fromkeys([*swept, *by]))
+    if root is None:  # name runs by what tells them apart
+        root = Path(os.path.commonpath([r.path for r in runs]))
     rows = []
     for r in runs:
-        name = str(r.path.relative_to(root)) if root and r.path.is_relative_to(root) \
-            else str(r.path)
-        rows.append(Row(r, name or ".", {k: _parse(r.overrides.get(k)) for k in columns}))
+        name = str(r.path.relative_to(root)) if r.path.is_relative_to(root) else str(r.path)
+        rows.append(Row(r, r.path.name if name == "." else name,
+                        {k: _parse(r.overrides.get(k)) for k in columns}))
     groups: dict[tuple[Any, ...], Group] = {}
     for row in rows:
         key = tuple(row.keys.get(k) for k in by)

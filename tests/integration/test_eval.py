@@ -99,3 +99,14 @@ def test_regression_checkpoints_reproduce_their_mse(tmp_path: Path) -> None:
     again = evaluate_checkpoint(tmp_path / "run", tmp_path / "eval", device="cpu")
     assert again["metric"] == "mse"
     assert again["result"]["mse"] == result.summary["test"]["mse"]
+
+
+def test_an_evaluation_sweep_goes_on_past_a_failed_setting(trained: Path, tmp_path: Path,
+                                                           env: dict[str, str]) -> None:
+    proc = metarun_eval(["-m", f"checkpoint={trained}", "eval.ways=100000,20",
+                         "eval.episodes=2", "device=cpu", f"hydra.sweep.dir={tmp_path}"],
+                        env, tmp_path)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "1 evaluation(s) of the sweep failed" in proc.stderr
+    assert summary(tmp_path / "0")["status"] == "failed"
+    assert summary(tmp_path / "1")["eval_task"]["ways"] == 20
