@@ -42,12 +42,12 @@ def _split(name: str) -> Split:
             from None
 
 
-def run_overrides(run_config: DictConfig, eval_keys: dict[str, Any], data: dict[str, Any],
+def run_overrides(eval_keys: dict[str, Any], data: dict[str, Any],
                   seed: int | None) -> dict[str, Any]:
-    """The run-config keys to change, checked against the run's config.
+    """The run-config keys that ``metarun-eval``'s ``eval.*``, ``data.*`` and ``seed`` change.
 
     Raises:
-        ValueError: a data key the run's dataset does not have, or a bad number.
+        ValueError: an ``eval`` value that is not a positive integer.
     """
     out: dict[str, Any] = {}
     for key, value in eval_keys.items():
@@ -59,14 +59,31 @@ def run_overrides(run_config: DictConfig, eval_keys: dict[str, Any], data: dict[
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"eval.{key} must be a positive integer; got {value!r}")
         out.update(dict.fromkeys(EVAL_KEYS[key], value))
-    for key, value in data.items():
-        if key not in run_config.data:
-            raise ValueError(f"data.{key}: the run's dataset ({run_config.data._target_}) has "
-                             f"no such key; its keys: {', '.join(map(str, run_config.data))}")
-        out[f"data.{key}"] = value
+    out.update({f"data.{key}": value for key, value in data.items()})
     if seed is not None:
         out["seed"] = int(seed)
     return out
+
+
+def apply_overrides(run_config: DictConfig, overrides: dict[str, Any]) -> DictConfig:
+    """A copy of ``run_config`` with ``overrides``, each of which must name an existing key.
+
+    Raises:
+        ValueError: a key the run's config does not have (for data keys, naming the keys its
+            dataset has).
+    """
+    cfg = run_config.copy()
+    for key, value in overrides.items():
+        if OmegaConf.select(cfg, key, default=_MISSING) is _MISSING:
+            if key.startswith("data."):
+                raise ValueError(f"{key}: the run's dataset ({cfg.data._target_}) has no such "
+                                 f"key; its keys: {', '.join(map(str, cfg.data))}")
+            raise ValueError(f"{key}: the run's config has no such key")
+        OmegaConf.update(cfg, key, value)
+    return cfg
+
+
+_MISSING = object()
 
 
 def evaluate_checkpoint(checkpoint: str | Path, output_dir: str | Path, *,
@@ -80,7 +97,8 @@ def evaluate_checkpoint(checkpoint: str | Path, output_dir: str | Path, *,
         split: ``train``, ``val`` or ``test``: whose classes the episodes come from.
         device: as for :func:`metarun.load`.
         overrides: run-config keys to change (``eval.ways``, ``eval.test_episodes``, ``seed``,
-            ``data.<key>`` ...; see :func:`run_overrides`). Everything else is the run's.
+            ``data.<key>`` ...; each must exist in the run's config). Everything else is the
+            run's.
 
     Raises:
         ValueError: the checkpoint cannot meet these episodes (another input shape or task
@@ -100,9 +118,7 @@ def evaluate_checkpoint(checkpoint: str | Path, output_dir: str | Path, *,
     blob = load_checkpoint(path, map_location="cpu")
     learner = restore(blob, device)
     algorithm = learner.algorithm
-    cfg = learner.config.copy()
-    for key, value in (overrides or {}).items():
-        OmegaConf.update(cfg, key, value)
+    cfg = apply_overrides(learner.config, overrides or {})
     check_targets(cfg)
     dataset = instantiate(cfg.data)
     trained_on = learner._dataset
@@ -158,16 +174,14 @@ def _evaluate(cfg: DictConfig, output_dir: str) -> dict[str, Any]:
     paths: list[str | Path] = [str(p) for p in checkpoints] if many else [str(checkpoints)]
     data = {str(k): v for k, v in (cfg.get("data") or {}).items()}
     eval_keys = {str(k): v for k, v in cfg.eval.items()}
+    overrides = run_overrides(eval_keys, data, cfg.seed)
     if cfg.ensemble is None:
         if len(paths) != 1:
             raise ValueError(f"{len(paths)} checkpoints given: choose how to combine them with "
                              f"ensemble={'|'.join(METHODS)}")
-        run_config = load_config(paths[0])
-        overrides = run_overrides(run_config, eval_keys, data, cfg.seed)
         return evaluate_checkpoint(paths[0], output_dir, split=cfg.split,
                                    device=cfg.device.name, overrides=overrides)
-    run_config = load_config(paths[0])
-    overrides = run_overrides(run_config, eval_keys, data, cfg.seed)
+    apply_overrides(load_config(paths[0]), overrides)  # unknown keys fail before loading all
     summary = ensemble(paths, str(cfg.ensemble), output_dir, device=str(cfg.device.name),
                        overrides=overrides, split=_split(str(cfg.split)))
     result = summary["ensemble"]["test"]

@@ -64,16 +64,12 @@ class SweepReport(Callback):
                            for r in runs if not r.completed)
         if not self.enabled or not runs:
             return
-        from metarun.report.cli import _print_table, write_report
-        from metarun.report.table import build_report, group_table, run_table
+        from metarun.report.cli import print_report, write_report
+        from metarun.report.table import build_report
 
         try:
             report = build_report(runs, root=sweep_dir.resolve())
-            _print_table(f"sweep {sweep_dir}: {len(report.rows)} runs", *run_table(report),
-                         statuses=[r.run.status for r in report.rows])
-            if report.aggregates:
-                _print_table(f"grouped by {', '.join(report.by)}: mean ± sd of per-seed test "
-                             "means", *group_table(report))
+            print_report(report, f"sweep {sweep_dir}: {len(report.rows)} runs")
             written = write_report(report, sweep_dir)
             log.info("sweep report: %s", ", ".join(str(p) for p in written.values()))
         except Exception as e:  # noqa: BLE001 - a report must never fail the sweep

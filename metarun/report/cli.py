@@ -69,6 +69,15 @@ def draw_comparison(report: Report, x: str, out: Path) -> Path | None:
                            title=f"{y} ({bars})", percent=metric == "acc")
 
 
+def print_report(report: Report, title: str) -> None:
+    """The run table (runs that did not complete in red) and, when seeds were aggregated,
+    the grouped table."""
+    _print_table(title, *run_table(report), statuses=[r.run.status for r in report.rows])
+    if report.aggregates:
+        _print_table(f"grouped by {', '.join(report.by)}: mean ± sd of per-seed test means",
+                     *group_table(report))
+
+
 def _print_table(title: str, header: list[str], body: list[list[str]],
                  statuses: list[str] | None = None) -> None:
     from rich.console import Console
@@ -151,11 +160,7 @@ def main(argv: list[str] | None = None) -> int:
             except (OSError, ValueError) as e:
                 print(f"metarun-report: no learning curve for {r.path}: {e}", file=sys.stderr)
 
-    _print_table(f"{len(report.rows)} runs", *run_table(report),
-                 statuses=[r.run.status for r in report.rows])
-    if report.aggregates:
-        _print_table(f"grouped by {', '.join(report.by)}: mean ± sd of per-seed test means",
-                     *group_table(report))
+    print_report(report, f"{len(report.rows)} runs")
     for row in report.rows:
         if not row.run.completed and row.run.error:
             print(f"{row.name}: {row.run.status}: {row.run.error}")
