@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import hydra
@@ -193,19 +194,26 @@ def check_extras(argv: list[str]) -> str | None:
     return None
 
 
+def run_app(prog: str, app: Callable[[], object], problem: str | None,
+            failed: list[str]) -> None:
+    """A Hydra app's console script: a problem found before Hydra starts is one error line and
+    status 2; jobs of a sweep that did not complete are listed at the end, status 1."""
+    if problem:
+        print(f"{prog}: error: {problem}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+    app()
+    if failed:
+        print(f"{prog}: {len(failed)} job(s) of the sweep did not complete:", *failed,
+              sep="\n  ", file=sys.stderr)
+        sys.exit(EXIT_ERROR)
+
+
 def main() -> None:
     """Console-script entry point."""
     sys.argv = [sys.argv[0], *expand_device_shorthand(sys.argv[1:])]
-    problem = check_extras(sys.argv[1:]) or check_overrides(sys.argv[1:]) or \
-        check_output_dir(sys.argv[1:])
-    if problem:
-        print(f"metarun: error: {problem}", file=sys.stderr)
-        sys.exit(EXIT_BAD_INPUT)
-    _app()
-    if FAILED_JOBS:
-        print(f"metarun: {len(FAILED_JOBS)} job(s) of the sweep did not complete:", *FAILED_JOBS,
-              sep="\n  ", file=sys.stderr)
-        sys.exit(EXIT_ERROR)
+    argv = sys.argv[1:]
+    run_app("metarun", _app,
+            check_extras(argv) or check_overrides(argv) or check_output_dir(argv), FAILED_JOBS)
 
 
 if __name__ == "__main__":

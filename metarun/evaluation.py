@@ -239,25 +239,13 @@ def _app(cfg: DictConfig) -> float:
 def main() -> None:
     """Console-script entry point: ``data.<key>=value`` changes a key of the run's own data
     config (so it needs no ``+``)."""
-    from metarun.cli import (
-        EXIT_BAD_INPUT,
-        check_output_dir,
-        check_overrides,
-        expand_device_shorthand,
-    )
+    from metarun.cli import check_output_dir, check_overrides, expand_device_shorthand, run_app
 
     args = [f"++{a}" if a.startswith("data.") else a
             for a in expand_device_shorthand(sys.argv[1:])]
     sys.argv = [sys.argv[0], *args]
-    problem = check_overrides(args, config_name="evaluate") or check_output_dir(args)
-    if problem:
-        print(f"metarun-eval: error: {problem}", file=sys.stderr)
-        sys.exit(EXIT_BAD_INPUT)
-    _app()
-    if FAILED:
-        print(f"metarun-eval: {len(FAILED)} evaluation(s) of the sweep failed:", *FAILED,
-              sep="\n  ", file=sys.stderr)
-        sys.exit(1)
+    run_app("metarun-eval", _app,
+            check_overrides(args, config_name="evaluate") or check_output_dir(args), FAILED)
 
 
 if __name__ == "__main__":

@@ -107,6 +107,6 @@ def test_an_evaluation_sweep_goes_on_past_a_failed_setting(trained: Path, tmp_pa
                          "eval.episodes=2", "device=cpu", f"hydra.sweep.dir={tmp_path}"],
                         env, tmp_path)
     assert proc.returncode == 1, proc.stderr[-2000:]
-    assert "1 evaluation(s) of the sweep failed" in proc.stderr
+    assert "metarun-eval: 1 job(s) of the sweep did not complete" in proc.stderr
     assert summary(tmp_path / "0")["status"] == "failed"
     assert summary(tmp_path / "1")["eval_task"]["ways"] == 20
