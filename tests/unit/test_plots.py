@@ -109,6 +109,16 @@ def test_evaluations_and_ensembles_are_not_runs(tmp_path: Path) -> None:
     assert [r.path.name for r in find_runs([tmp_path])] == ["run"]
 
 
+def test_a_run_whose_lock_is_held_is_running(tmp_path: Path) -> None:
+    from metarun.engine.lock import RunLock
+
+    (tmp_path / "job" / ".hydra").mkdir(parents=True)
+    (tmp_path / "job" / ".hydra" / "config.yaml").write_text("seed: 0\n")
+    with RunLock(tmp_path / "job"):
+        assert [r.status for r in find_runs([tmp_path])] == ["running"]
+    assert [r.status for r in find_runs([tmp_path])] == ["unfinished"]
+
+
 def test_scores_format_as_people_read_them() -> None:
     assert format_score("acc", 0.98765, 0.0012) == "98.77 ± 0.12"
     assert format_score("mse", 0.5, math.nan) == "0.5000"
