@@ -63,7 +63,7 @@ def fixed_episodes(cfg: DictConfig, splits: dict[Split, TaskSource],
     """The run's fixed validation or test episodes (shape from ``cfg.eval``)."""
     ev = cfg.eval
     count = ev.val_episodes if split is Split.VAL else ev.test_episodes
-    sampler = splits[split].sampler(ev.ways, ev.shots, ev.queries)
+    sampler = splits[split].sampler(ev.ways, ev.shots, ev.queries, setting="eval")
     return FixedEpisodes(sampler, count, cfg.seed, split.value)
 
 

@@ -60,9 +60,11 @@ class ClassImages:
     def description(self) -> str:
         return f"{self.num_classes} classes"
 
-    def sampler(self, ways: int, shots: int, queries: int) -> EpisodeSampler:
-        """An N-way K-shot Q-query sampler over this split."""
-        return EpisodeSampler(self, ways, shots, queries)
+    def sampler(self, ways: int, shots: int, queries: int,
+                setting: str = "task") -> EpisodeSampler:
+        """An N-way K-shot Q-query sampler over this split (``setting``: the config keys that
+        chose the shape, named in errors: ``task`` or ``eval``)."""
+        return EpisodeSampler(self, ways, shots, queries, setting)
 
 
 _I = TypeVar("_I", bound="TaskIndex")
@@ -126,15 +128,17 @@ class EpisodeSampler:
         queries: Q, query images per class.
     """
 
-    def __init__(self, bank: ClassImages, ways: int, shots: int, queries: int) -> None:
+    def __init__(self, bank: ClassImages, ways: int, shots: int, queries: int,
+                 setting: str = "task") -> None:
+        k = setting
         if ways < 2:
-            raise ValueError(f"task.ways must be at least 2; got {ways}")
+            raise ValueError(f"{k}.ways must be at least 2; got {ways}")
         if shots < 1 or queries < 1:
-            raise ValueError(f"task.shots and task.queries must be at least 1; got {shots}, "
+            raise ValueError(f"{k}.shots and {k}.queries must be at least 1; got {shots}, "
                              f"{queries}")
         if shots + queries > bank.per_class:
             raise ValueError(
-                f"task.shots + task.queries = {shots + queries} exceeds the {bank.per_class} "
+                f"{k}.shots + {k}.queries = {shots + queries} exceeds the {bank.per_class} "
                 "images per class of this dataset"
             )
         self.bank = bank
@@ -143,7 +147,7 @@ class EpisodeSampler:
         if bank.groups is None:
             if ways > bank.num_classes:
                 raise ValueError(
-                    f"task.ways = {ways} exceeds the {bank.num_classes} classes of this split"
+                    f"{k}.ways = {ways} exceeds the {bank.num_classes} classes of this split"
                 )
         else:
             members = [torch.nonzero(bank.groups == g).flatten()
@@ -152,8 +156,8 @@ class EpisodeSampler:
             if not self._group_classes:
                 largest = max(len(m) for m in members)
                 raise ValueError(
-                    f"task.ways = {ways} exceeds the classes of every group in this split "
-                    f"(largest group: {largest}); lower task.ways or draw across groups"
+                    f"{k}.ways = {ways} exceeds the classes of every group in this split "
+                    f"(largest group: {largest}); lower {k}.ways or draw across groups"
                 )
 
     def sample_indices(self, n: int, generator: torch.Generator) -> EpisodeIndex:
@@ -279,4 +283,5 @@ class TaskSource(Protocol):
 
     def to(self, device: torch.device | str) -> TaskSource: ...
 
-    def sampler(self, ways: int, shots: int, queries: int) -> TaskSampler: ...
+    def sampler(self, ways: int, shots: int, queries: int,
+                setting: str = "task") -> TaskSampler: ...

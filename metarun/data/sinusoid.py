@@ -52,9 +52,11 @@ class SineFamily:
     def description(self) -> str:
         return "sine tasks"
 
-    def sampler(self, ways: int, shots: int, queries: int) -> SineSampler:
-        """A K-shot sampler (``ways`` must be 1: a task is one function)."""
-        return SineSampler(self, ways, shots, queries)
+    def sampler(self, ways: int, shots: int, queries: int,
+                setting: str = "task") -> SineSampler:
+        """A K-shot sampler (``ways`` must be 1: a task is one function; ``setting`` names the
+        config keys in errors)."""
+        return SineSampler(self, ways, shots, queries, setting)
 
 
 class SineSampler:
@@ -67,15 +69,17 @@ class SineSampler:
         queries: Q, query points per task.
     """
 
-    def __init__(self, family: SineFamily, ways: int, shots: int, queries: int) -> None:
+    def __init__(self, family: SineFamily, ways: int, shots: int, queries: int,
+                 setting: str = "task") -> None:
         if ways != 1:
             raise ValueError(
-                f"task.ways must be 1 for regression tasks (one function per task); got {ways}. "
+                f"{setting}.ways must be 1 for regression tasks (one function per task); got "
+                f"{ways}. "
                 "Choose a regression task option: task=k5, task=k10 or task=k20"
             )
         if shots < 1 or queries < 1:
-            raise ValueError(f"task.shots and task.queries must be at least 1; got {shots}, "
-                             f"{queries}")
+            raise ValueError(f"{setting}.shots and {setting}.queries must be at least 1; got "
+                             f"{shots}, {queries}")
         self.family, self.shots, self.queries = family, shots, queries
 
     def sample_indices(self, n: int, generator: torch.Generator) -> SineIndex:

@@ -78,7 +78,7 @@ def test_the_command_line_reproduces_the_run_and_reaches_ensembles(
     (["checkpoint={run}", "data.nonsense=1"], "has no such key"),
     (["checkpoint=[{run},{run}]"], "choose how to combine them"),
     (["checkpoint={run}", "split=holdout"], "split must be one of"),
-    (["checkpoint={run}", "eval.ways=100000"], "exceeds"),
+    (["checkpoint={run}", "eval.ways=100000"], "eval.ways = 100000 exceeds the 1692 classes"),
     (["checkpoint={run}", "eval.wayz=3"], "eval.wayz"),
 ])
 def test_bad_input_is_one_line_and_exit_2(trained: Path, tmp_path: Path, env: dict[str, str],

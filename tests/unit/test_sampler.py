@@ -117,6 +117,13 @@ def test_impossible_tasks_are_rejected(ways: int, shots: int, queries: int, mess
         EpisodeSampler(_bank(), ways, shots, queries)
 
 
+def test_errors_name_the_keys_that_chose_the_shape() -> None:
+    with pytest.raises(ValueError, match=r"^eval.ways = 31 exceeds the 30 classes"):
+        _bank().sampler(31, 1, 1, setting="eval")
+    with pytest.raises(ValueError, match=r"^eval.shots \+ eval.queries = 21 exceeds"):
+        _bank().sampler(5, 10, 11, setting="eval")
+
+
 def test_omniglot_episode(omniglot) -> None:  # type: ignore[no-untyped-def]
     sampler = EpisodeSampler(omniglot[Split.TRAIN], ways=20, shots=5, queries=5)
     ep = sampler.sample(1, torch.Generator().manual_seed(0))[0]
