@@ -43,10 +43,12 @@ class RunRecord:
         return str(self.summary.get("error", ""))
 
 
-def is_run_dir(path: Path) -> bool:
+def is_run_dir(path: Path, summary: dict[str, Any] | None = None) -> bool:
     """A metarun training run: Hydra's ``.hydra/`` with a training config, or a summary that
-    says how training ended. ``metarun-eval`` and ``metarun-ensemble`` outputs are not runs."""
-    summary = _read_json(path / "summary.json")
+    says how training ended. ``metarun-eval`` and ``metarun-ensemble`` outputs are not runs.
+    ``summary``: its ``summary.json``, when already read."""
+    if summary is None:
+        summary = _read_json(path / "summary.json")
     if summary.get("command") == "metarun-eval" or "method" in summary:
         return False
     config = path / ".hydra" / "config.yaml"
@@ -73,9 +75,10 @@ def find_runs(roots: list[str | Path]) -> list[RunRecord]:
             raise FileNotFoundError(f"{root}: no such directory")
         for dirpath, dirnames, _ in os.walk(root):
             here = Path(dirpath)
-            if is_run_dir(here):
+            summary = _read_json(here / "summary.json")
+            if is_run_dir(here, summary):
                 here = here.resolve()
-                found.setdefault(here, read_run(here))
+                found.setdefault(here, read_run(here, summary))
                 dirnames.clear()
             else:
                 dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
@@ -87,14 +90,16 @@ def _natural(path: Path) -> list[Any]:
     return [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in path.parts]
 
 
-def read_run(path: Path) -> RunRecord:
-    """What ``path`` says about its run."""
-    summary = _read_json(path / "summary.json")
+def read_run(path: Path, summary: dict[str, Any] | None = None) -> RunRecord:
+    """What ``path`` says about its run (``summary``: its ``summary.json``, when already
+    read). ``metrics.jsonl`` is read only for a run whose summary gives no step count."""
+    if summary is None:
+        summary = _read_json(path / "summary.json")
     overrides = read_overrides(path)
-    status = str(summary.get("status", "")) if summary else ""
+    status = str(summary.get("status", ""))
     last_step = None
     records = path / "metrics.jsonl"
-    if records.is_file():
+    if "steps" not in summary and records.is_file():
         from metarun.report.plots import read_metrics
 
         steps = [int(r["step"]) for r in read_metrics(records) if r["split"] != "test"]
