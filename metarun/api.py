@@ -19,37 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import Tensor
 
 from metarun.algorithms.base import Algorithm, Predictor
 from metarun.device import resolve_device
 from metarun.engine.checkpoint import load_checkpoint
-
-#: ``_target_`` values in a checkpoint's config must start with one of these.
-ALLOWED_TARGETS = ("metarun.", "torch.", "torchvision.")
-
-
-def check_targets(node: Any, where: str = "config") -> None:
-    """Refuse a config whose ``_target_`` values point outside :data:`ALLOWED_TARGETS`.
-
-    A checkpoint's config is data from a file; instantiating it blindly would run whatever
-    callable it names.
-
-    Raises:
-        ValueError: naming the offending key and target.
-    """
-    if isinstance(node, (dict, DictConfig)):
-        for key, value in node.items():
-            if key == "_target_" and not str(value).startswith(ALLOWED_TARGETS):
-                raise ValueError(
-                    f"{where}._target_ = {value!r} is not allowed; targets must start with "
-                    f"one of {', '.join(ALLOWED_TARGETS)}"
-                )
-            check_targets(value, f"{where}.{key!s}")
-    elif isinstance(node, (list, tuple, ListConfig)):
-        for i, value in enumerate(node):
-            check_targets(value, f"{where}[{i}]")
 
 
 class Learner:
@@ -72,6 +47,8 @@ class Learner:
         Returns:
             ``[B, C, H, W]`` (sinusoid: ``[B, 1]``) float tensor on the learner's device.
         """
+        if len(images) == 0:
+            raise ValueError("preprocess needs at least one input; got none")
         return self._dataset.preprocess(images).to(self.device)
 
     def adapt(self, support_x: Tensor,
@@ -85,45 +62,79 @@ class Learner:
                 (the predictor returns logits ``[n_query, N]``); regression: ``[K]`` or
                 ``[K, D_out]`` targets (the predictor returns values ``[n_query, D_out]``).
         """
+        if len(support_x) == 0:
+            raise ValueError("the support set is empty: adapt needs at least one example")
         if self.algorithm.task_type.name == "regression":
             targets = torch.as_tensor(support_y, dtype=torch.float32, device=self.device)
             targets = targets[:, None] if targets.dim() == 1 else targets
             if len(targets) != len(support_x):
                 raise ValueError("support_y must hold one target per support input")
             return self.algorithm.adapt(support_x.to(self.device), targets)
-        labels = torch.as_tensor(support_y, dtype=torch.long, device=self.device)
-        ways = int(labels.max()) + 1 if labels.numel() else 0
-        if labels.numel() != len(support_x) or labels.min() < 0 or \
-                set(labels.tolist()) != set(range(ways)):
-            raise ValueError("support_y must hold one label per support image, covering "
-                             "0..N-1 with every label present")
-        return self.algorithm.adapt(support_x.to(self.device), labels)
+        return self.algorithm.adapt(support_x.to(self.device),
+                                    _labels(support_y, len(support_x), self.device))
+
+
+def _labels(support_y: Tensor | Sequence[int] | Sequence[float], count: int,
+            device: torch.device) -> Tensor:
+    """Classification labels as a long tensor, refusing anything but the integers 0..N-1 (each
+    present), one per support image; ``0.5`` is an error, not label 0."""
+    values = torch.as_tensor(support_y)
+    if values.dim() != 1 or len(values) != count:
+        raise ValueError(f"support_y must hold one label per support image ({count}); got "
+                         f"shape {tuple(values.shape)}")
+    if values.is_floating_point() or values.is_complex():
+        if not bool((values == values.round()).all()):
+            raise ValueError("support_y must hold whole-number labels 0..N-1; got "
+                             f"{values.tolist()}")
+    elif values.dtype == torch.bool:
+        raise ValueError("support_y must hold integer labels 0..N-1, not booleans")
+    labels = values.long()
+    ways = int(labels.max()) + 1
+    if labels.min() < 0 or set(labels.tolist()) != set(range(ways)):
+        raise ValueError("support_y must hold one label per support image, covering 0..N-1 "
+                         "with every label present")
+    return labels.to(device)
+
 
 def load(path: str | Path, device: str = "auto") -> Learner:
     """Load the learner saved in a metarun checkpoint (``best.pt`` or ``last.pt``).
 
-    Nothing in the file is executed: it is read with ``torch.load(weights_only=True)`` and its
-    config may only name targets under :data:`ALLOWED_TARGETS`.
+    Nothing in the file is executed: it is read with ``torch.load(weights_only=True)``, and its
+    config is built only if every ``_target_`` is a component that metarun's own config files
+    name at that place (:func:`metarun.configs.check_stored_config`).
 
     Args:
         path: the checkpoint file.
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: the file is not a loadable metarun checkpoint, or its config names
+            something metarun does not ship (one line each).
     """
-    return restore(load_checkpoint(path, map_location="cpu"), device)
+    return restore(load_checkpoint(path, map_location="cpu"), device, source=str(path))
 
 
-def restore(blob: dict[str, Any], device: str = "auto") -> Learner:
+def restore(blob: dict[str, Any], device: str = "auto", source: str = "checkpoint") -> Learner:
     """The learner of a checkpoint already read by
-    :func:`~metarun.engine.checkpoint.load_checkpoint` (see :func:`load`)."""
+    :func:`~metarun.engine.checkpoint.load_checkpoint` from ``source`` (see :func:`load`)."""
     from hydra.utils import instantiate
 
+    from metarun.configs import trusted_config
     from metarun.run import build_algorithm
 
+    config = trusted_config(blob, source)  # before anything is imported or built
     target = resolve_device(device)
-    config = OmegaConf.create(blob["config"])
-    check_targets(config)
     dataset = instantiate(config.data)
     algorithm = build_algorithm(config, dataset, blob.get("train_classes"))
-    algorithm.load_state_dict(blob["algorithm"])
+    state = blob.get("algorithm")
+    if not isinstance(state, dict):
+        raise ValueError(f"{source} holds no model weights")
+    try:
+        algorithm.load_state_dict(state)
+    except RuntimeError as e:  # torch lists every mismatched tensor, over many lines
+        first = str(e).strip().splitlines()[0]
+        raise ValueError(f"{source}: the saved weights do not fit the model its config "
+                         f"describes ({first})") from None
     algorithm.to(target).eval()
     return Learner(algorithm, dataset, target, config)

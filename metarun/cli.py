@@ -6,22 +6,15 @@ import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import hydra
 from omegaconf import DictConfig
 
+from metarun.configs import config_dir
 from metarun.sweep import FAILED_JOBS, register_resolvers
 
 register_resolvers()  # before Hydra composes the config
-
-
-def _config_dir() -> str:
-    """``conf/`` inside the installed package, or at the top of a source checkout."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "conf", here.parent / "conf"):
-        if (candidate / "config.yaml").is_file():
-            return str(candidate)
-    raise RuntimeError(f"metarun's conf/ folder is missing next to {here}; reinstall metarun")
 
 
 _DEVICE_SHORTHAND = re.compile(r"^device=((?:cuda:\d+)(?:,cuda:\d+)*)$")
@@ -46,7 +39,7 @@ EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_NON_FINITE, EXIT_LOCKED, EXIT_PREEMPTE
     0, 1, 2, 3, 4, 75)
 
 
-def unwrap(raised: Exception) -> Exception:
+def unwrap(raised: BaseException) -> BaseException:
     """A component that refused its arguments: its own error, not Hydra's wrapper."""
     from hydra.errors import InstantiationException
 
@@ -60,7 +53,8 @@ def exit_status(error: BaseException) -> int | None:
     from metarun.data.omniglot import CorruptDatasetError
     from metarun.device import DeviceUnavailableError
     from metarun.engine.lock import RunLockedError
-    from metarun.engine.trainer import NonFiniteLossError, Preempted
+    from metarun.engine.signals import Preempted
+    from metarun.engine.trainer import NonFiniteLossError
     from metarun.extras import MissingExtraError
 
     if isinstance(error, Preempted):
@@ -75,99 +69,204 @@ def exit_status(error: BaseException) -> int | None:
     return None
 
 
-@hydra.main(version_base="1.3", config_path=_config_dir(), config_name="config")
-def _app(cfg: DictConfig) -> float:
+def run_job(work: Callable[[str], float], failure: dict[str, Any]) -> float:
+    """Run one Hydra job of a metarun command (``work(output_dir)`` returns the objective).
+
+    A single run that fails as expected prints one line and exits with its status. In a
+    multirun one failed job must not stop the sweep (a stop signal does): it is logged, listed
+    in :data:`~metarun.sweep.FAILED_JOBS` for the end of the sweep, and, in a directory the job
+    had claimed, recorded as ``failure`` plus the error in ``summary.json``; a job refused
+    before it claimed its directory writes nothing there. A re-run sweep's job that already
+    completed with the same config is skipped, keeping its result.
+    """
     import logging
 
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from metarun.run import RunCompletedError, run
-    from metarun.types import RunResult
+    from metarun.engine.signals import Preempted
+    from metarun.run import RunCompletedError
+    from metarun.rundir import claimed
 
+    log = logging.getLogger("metarun")
     hydra_cfg = HydraConfig.get()
     output_dir = hydra_cfg.runtime.output_dir
     try:
-        return run(cfg, output_dir).objective
-    except Exception as raised:
+        return work(output_dir)
+    except (Exception, Preempted) as raised:
         e = unwrap(raised)
         status = exit_status(e)
         multirun = hydra_cfg.mode == RunMode.MULTIRUN
-        if multirun and isinstance(e, RunCompletedError):  # a re-run sweep: keep its result
-            import json
-
-            logging.getLogger("metarun").info("job %s already completed; skipped",
-                                              hydra_cfg.job.num)
-            summary = json.loads((e.directory / "summary.json").read_text(encoding="utf-8"))
-            return RunResult(summary, str(e.directory)).objective
+        if multirun and isinstance(e, RunCompletedError):
+            log.info("job %s already completed; skipped", hydra_cfg.job.num)
+            return e.objective
         if multirun and status != EXIT_PREEMPTED:
-            # One failed job must not stop the sweep: record it and go on; main() exits
-            # non-zero at the end. (A stop signal does stop the sweep.)
-            logging.getLogger("metarun").error("job %s failed: %s", hydra_cfg.job.num, e,
-                                               exc_info=status is None)
-            _record_failure(Path(output_dir), e)  # SweepReport lists it when the sweep ends
+            log.error("job %s failed: %s", hydra_cfg.job.num, e, exc_info=status is None)
+            where = getattr(e, "directory", None) or Path(output_dir)
+            FAILED_JOBS.setdefault(str(Path(where).resolve()), f"{type(e).__name__}: {e}")
+            if claimed(where):
+                _record_failure(Path(where), e, failure)
             return float("nan")
         if status is None:
             raise
         # An expected failure: one line that says what to do, not a traceback.
-        logging.getLogger("metarun").error("%s", e)
+        log.error("%s", e)
         sys.exit(status)
 
 
-def _record_failure(output_dir: Path, error: Exception) -> None:
-    """Make sure a failed job's directory says so (run() writes this itself once training
-    has started)."""
-    import json
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
+def _app(cfg: DictConfig) -> float:
+    from metarun.run import run
 
-    summary = output_dir / "summary.json"
-    if not summary.exists():
-        output_dir.mkdir(parents=True, exist_ok=True)
-        summary.write_text(json.dumps({"status": "failed",
-                                       "error": f"{type(error).__name__}: {error}"}) + "\n",
-                           encoding="utf-8")
+    return run_job(lambda output_dir: run(cfg, output_dir).objective, failure={})
 
 
-def check_output_dir(argv: list[str]) -> str | None:
-    """Create the run (or sweep) directory named on the command line, if any; return an error
-    line when it cannot be created or written (Hydra would fail on it with a traceback)."""
-    import os
+def _record_failure(output_dir: Path, error: BaseException, failure: dict[str, Any]) -> None:
+    """Make sure a failed job's directory says so (a training run writes this itself once
+    training has started)."""
+    from metarun.rundir import write_summary
 
-    for arg in argv:
-        key, _, value = arg.partition("=")
-        if key not in ("hydra.run.dir", "hydra.sweep.dir") or not value or "$" in value:
+    if not (output_dir / "summary.json").exists():
+        write_summary(output_dir, {**failure, "status": "failed",
+                                   "error": f"{type(error).__name__}: {error}"})
+
+
+#: Hydra's flags that take a value (``--cfg job``), and those after which Hydra does
+#: something of its own (help, another config) that metarun does not check beforehand.
+_VALUE_FLAGS = ("--cfg", "-c", "--package", "-p")
+_OWN_FLAGS = ("--help", "-h", "--hydra-help", "--version", "--shell-completion", "-sc",
+              "--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd",
+              "--experimental-rerun", "--info", "-i")
+
+
+def _split_argv(argv: list[str]) -> tuple[set[str], list[str]] | None:
+    """Hydra's flags and the overrides of a command line; ``None`` when Hydra alone should
+    handle it."""
+    flags: set[str] = set()
+    overrides: list[str] = []
+    args = iter(argv)
+    for arg in args:
+        if not arg.startswith("-"):
+            overrides.append(arg)
             continue
-        path = Path(value).expanduser()
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            return f"{key} = {value} cannot be created: {e.strerror or e}"
-        if not os.access(path, os.W_OK):
-            return f"{key} = {value} is not writable"
-    return None
+        flag = arg.split("=", 1)[0]
+        if flag in _OWN_FLAGS:
+            return None
+        flags.add(flag)
+        if flag in _VALUE_FLAGS and "=" not in arg:
+            next(args, None)
+    return flags, overrides
+
+
+def _jobs(overrides: list[str], multirun: bool) -> tuple[list[list[str]] | None, list[str]]:
+    """The overrides of every job the command line starts (a basic sweep's product) and the
+    swept keys; ``None`` for a sweep that another sweeper (Optuna) expands."""
+    if not multirun:
+        return [overrides], []
+    if any(o.lstrip("+").startswith(("hparams_search=", "hydra/sweeper=")) for o in overrides):
+        return None, []
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    swept = [o.get_key_element() for o in parsed if o.is_sweep_override()]
+    return BasicSweeper.split_arguments(parsed, None)[0], swept
+
+
+def _is_choice(override: str) -> bool:
+    """Whether ``override`` chooses an option of a config group (or sets Hydra's own keys),
+    rather than a value."""
+    key = override.lstrip("+~").split("=", 1)[0].split("@", 1)[0]
+    return key.startswith("hydra") or "/" in key or (Path(config_dir()) / key).is_dir()
 
 
 def check_overrides(argv: list[str], config_name: str = "config") -> str | None:
-    """Compose the config of a single run (no ``-`` flags) the way ``@hydra.main`` will, and
-    return one line naming an unknown key or option, instead of Hydra's multi-line report."""
-    if any(arg.startswith("-") for arg in argv):
-        return None  # --help, --cfg, -m ...: Hydra's own handling
-    from hydra import compose, initialize_config_dir
+    """Compose the config of every job the command line starts, the way Hydra will, and return
+    one line naming the first unknown key or option, malformed override or (for ``metarun``
+    runs) bad value, instead of Hydra's multi-line report or a failure inside a job."""
+    split = _split_argv(argv)
+    if split is None:
+        return None
+    flags, overrides = split
+    multirun = bool(flags & {"-m", "--multirun"})
+    try:
+        jobs, swept = _jobs(overrides, multirun)
+    except Exception as e:  # noqa: BLE001 - a malformed sweep, in one line
+        return " ".join(str(e).split())
+    from hydra import initialize_config_dir
+
+    # An Optuna search draws its values itself: check the rest of its command line once.
+    check = jobs or [[o for o in overrides if "," not in o]]
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
+        for i, job in enumerate(check):
+            problem = _check_job(job, config_name, check_values=not flags & {"--cfg", "-c"})
+            if problem:
+                values = [o for o in job if o.split("=", 1)[0] in swept]
+                return problem + (f" (sweep job {i}: {' '.join(values)})" if values else "")
+    return None
+
+
+def _check_job(overrides: list[str], config_name: str, check_values: bool) -> str | None:
+    cfg, problem = _compose(overrides, config_name)
+    if problem or not check_values or config_name != "config":
+        return problem
+    from metarun.validate import check_value_types, validate_config
+
+    defaults, _ = _compose([o for o in overrides if _is_choice(o)], config_name)
+    try:
+        validate_config(cfg)
+        if defaults is not None:
+            check_value_types(cfg, defaults)
+    except Exception as e:
+        if exit_status(e) != EXIT_BAD_INPUT:
+            raise
+        return str(e)
+    return None
+
+
+def _compose(overrides: list[str], config_name: str) -> tuple[Any, str | None]:
+    """The composed config, or an error line."""
+    from hydra import compose
     from hydra.errors import ConfigCompositionException, MissingConfigException
 
     try:
-        with initialize_config_dir(config_dir=_config_dir(), version_base="1.3"):
-            compose(config_name=config_name, overrides=argv)
+        return compose(config_name=config_name, overrides=overrides), None
     except MissingConfigException as e:
         options = ", ".join(e.options or [])
-        return (f"unknown option {e.missing_cfg_file!r}"
-                + (f"; choose one of: {options}" if options else ""))
+        return None, (f"unknown option {e.missing_cfg_file!r}"
+                      + (f"; choose one of: {options}" if options else ""))
     except ConfigCompositionException as e:
         cause = str(e.__cause__).splitlines()[0] if e.__cause__ else ""
         first = str(e).splitlines()
         hint = f" ({first[1].strip()})" if len(first) > 1 else ""
-        return f"{first[0]} {cause}{hint}".strip()
+        return None, f"{first[0]} {cause}{hint}".strip()
     except Exception as e:  # noqa: BLE001 - any other composition error, in one line
-        return " ".join(str(e).split())
+        return None, " ".join(str(e).split())
+
+
+def check_output_dir(argv: list[str]) -> str | None:
+    """An error line when a run (or sweep) directory named on the command line cannot be
+    created or written (Hydra would fail on it with a traceback). Creates nothing: a command
+    that ends up running nothing (``--cfg job``) leaves no folder behind."""
+    import os
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    for arg in argv:
+        key = arg.split("=", 1)[0]
+        if key not in ("hydra.run.dir", "hydra.sweep.dir") or "$" in arg:
+            continue
+        try:
+            value = str(parser.parse_override(arg).value())  # as Hydra reads it: "a b" -> a b
+        except Exception:  # noqa: BLE001 - Hydra reports a malformed override itself
+            continue
+        path = Path(value).expanduser().absolute()
+        existing = next(p for p in (path, *path.parents) if p.exists())
+        if not existing.is_dir():
+            return f"{key} = {value} cannot be created: Not a directory ({existing})"
+        if not os.access(existing, os.W_OK):
+            return f"{key} = {value} is not writable"
     return None
 
 
@@ -194,16 +293,17 @@ def check_extras(argv: list[str]) -> str | None:
     return None
 
 
-def run_app(prog: str, app: Callable[[], object], problem: str | None,
-            failed: list[str]) -> None:
+def run_app(prog: str, app: Callable[[], object], problem: str | None) -> None:
     """A Hydra app's console script: a problem found before Hydra starts is one error line and
     status 2; jobs of a sweep that did not complete are listed at the end, status 1."""
     if problem:
         print(f"{prog}: error: {problem}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
+    FAILED_JOBS.clear()
     app()
-    if failed:
-        print(f"{prog}: {len(failed)} job(s) of the sweep did not complete:", *failed,
+    if FAILED_JOBS:
+        print(f"{prog}: {len(FAILED_JOBS)} job(s) of the sweep did not complete:",
+              *(f"{path}: {why}" for path, why in sorted(FAILED_JOBS.items())),
               sep="\n  ", file=sys.stderr)
         sys.exit(EXIT_ERROR)
 
@@ -213,7 +313,7 @@ def main() -> None:
     sys.argv = [sys.argv[0], *expand_device_shorthand(sys.argv[1:])]
     argv = sys.argv[1:]
     run_app("metarun", _app,
-            check_extras(argv) or check_overrides(argv) or check_output_dir(argv), FAILED_JOBS)
+            check_extras(argv) or check_overrides(argv) or check_output_dir(argv))
 
 
 if __name__ == "__main__":

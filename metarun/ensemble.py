@@ -16,7 +16,6 @@ compare like with like. ``metarun-ensemble`` is the command-line front end.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import sys
@@ -31,6 +30,7 @@ from torch import Tensor
 
 from metarun.algorithms.base import Algorithm
 from metarun.api import Learner, restore
+from metarun.configs import LOCATION_KEYS
 from metarun.engine.checkpoint import load_checkpoint
 from metarun.engine.evaluate import summarise
 from metarun.tasktypes import TaskType
@@ -40,7 +40,7 @@ log = logging.getLogger("metarun")
 
 METHODS = ("average", "select", "fuse")
 #: Data keys that say where files are, not which tasks: they may differ between members.
-_LOCATION_KEYS = ("root", "cache_dir", "download")
+_LOCATION_KEYS = tuple(k.removeprefix("data.") for k in LOCATION_KEYS if k.startswith("data."))
 
 
 @dataclass
@@ -75,7 +75,7 @@ def load_members(paths: list[str | Path], device: str = "auto") -> list[Member]:
     for p in paths:
         path = checkpoint_file(p)
         blob = load_checkpoint(path)
-        learner = restore(blob, device)
+        learner = restore(blob, device, source=str(path))
         best = blob.get("best") or {}
         val = float(best.get(learner.algorithm.task_type.metric, float("nan")))
         members.append(Member(path, learner, val, blob["algorithm"], blob.get("train_classes")))
@@ -204,6 +204,7 @@ def ensemble(paths: list[str | Path], method: str, output_dir: str | Path,
     from hydra.utils import instantiate
 
     from metarun.run import fixed_episodes
+    from metarun.rundir import write_summary
 
     t0 = time.perf_counter()
     if method not in METHODS:
@@ -262,9 +263,7 @@ def ensemble(paths: list[str | Path], method: str, output_dir: str | Path,
         "device": str(target),
         "seconds": round(time.perf_counter() - t0, 2),
     }
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    write_summary(output_dir, summary)
     return summary
 
 
@@ -323,6 +322,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-root", help="where the dataset lives, if not where the first "
                                             "member was trained")
     args = parser.parse_args(argv)
+    from metarun.rundir import refuse_results
+
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(levelname)s] %(message)s",
                         datefmt="%H:%M:%S")
     overrides: dict[str, Any] = {}
@@ -333,8 +334,9 @@ def main(argv: list[str] | None = None) -> int:
             overrides[key] = value
     out = args.out or time.strftime("outputs/ensemble/%Y-%m-%d/%H-%M-%S")
     try:
+        refuse_results(out, "--out")  # before any evaluation work
         summary = ensemble(args.checkpoints, args.method, out, args.device, overrides)
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
+    except (ValueError, OSError, RuntimeError) as e:
         print(f"metarun-ensemble: error: {e}", file=sys.stderr)
         return 2
     _print_table(summary)

@@ -14,7 +14,6 @@ directory, ``outputs/eval/<date>/<time>`` unless ``hydra.run.dir`` says otherwis
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
@@ -24,7 +23,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from metarun.cli import _config_dir
+from metarun.configs import config_dir
 from metarun.types import Split
 
 log = logging.getLogger("metarun")
@@ -47,7 +46,8 @@ def run_overrides(eval_keys: dict[str, Any], data: dict[str, Any],
     """The run-config keys that ``metarun-eval``'s ``eval.*``, ``data.*`` and ``seed`` change.
 
     Raises:
-        ValueError: an ``eval`` value that is not a positive integer.
+        ValueError: an ``eval`` value that is not a positive integer, or a seed that
+            ``metarun`` would refuse.
     """
     out: dict[str, Any] = {}
     for key, value in eval_keys.items():
@@ -61,7 +61,12 @@ def run_overrides(eval_keys: dict[str, Any], data: dict[str, Any],
         out.update(dict.fromkeys(EVAL_KEYS[key], value))
     out.update({f"data.{key}": value for key, value in data.items()})
     if seed is not None:
-        out["seed"] = int(seed)
+        from metarun.validate import MAX_SEED
+
+        if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
+            raise ValueError(f"seed must be an integer from 0 to 2**63 - 1 (as for metarun); "
+                             f"got {seed!r}")
+        out["seed"] = seed
     return out
 
 
@@ -106,20 +111,22 @@ def evaluate_checkpoint(checkpoint: str | Path, output_dir: str | Path, *,
     """
     from hydra.utils import instantiate
 
-    from metarun.api import check_targets, restore
+    from metarun.api import restore
+    from metarun.configs import check_stored_config
     from metarun.engine.checkpoint import load_checkpoint
     from metarun.engine.evaluate import evaluate
     from metarun.ensemble import checkpoint_file
     from metarun.run import fixed_episodes
+    from metarun.rundir import write_summary
 
     t0 = time.perf_counter()
     which = _split(split)
     path = checkpoint_file(checkpoint)
     blob = load_checkpoint(path, map_location="cpu")
-    learner = restore(blob, device)
+    learner = restore(blob, device, source=str(path))
     algorithm = learner.algorithm
     cfg = apply_overrides(learner.config, overrides or {})
-    check_targets(cfg)
+    check_stored_config(OmegaConf.to_container(cfg), "metarun-eval's overrides")
     dataset = instantiate(cfg.data)
     trained_on = learner._dataset
     if tuple(dataset.input_shape) != tuple(trained_on.input_shape) or \
@@ -153,9 +160,7 @@ def evaluate_checkpoint(checkpoint: str | Path, output_dir: str | Path, *,
         "bn_mode": algorithm.bn_mode,
         "seconds": round(time.perf_counter() - t0, 2),
     }
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    write_summary(output_dir, summary)
     shape = f"{ev.ways}-way {ev.shots}-shot" if task_type.name == "classification" \
         else f"{ev.shots}-shot"
     log.info("%s %s %s (95%% CI, %d episodes, %s) of %s", which.value, task_type.metric,
@@ -195,43 +200,29 @@ def _evaluate(cfg: DictConfig, output_dir: str) -> dict[str, Any]:
 
 def load_config(checkpoint: str | Path) -> DictConfig:
     """The run config saved in a checkpoint file or run directory."""
+    from metarun.configs import trusted_config
     from metarun.engine.checkpoint import load_checkpoint
     from metarun.ensemble import checkpoint_file
 
-    blob = load_checkpoint(checkpoint_file(checkpoint), map_location="cpu")
-    return OmegaConf.create(blob["config"])
+    path = checkpoint_file(checkpoint)
+    return trusted_config(load_checkpoint(path, map_location="cpu"), str(path))
 
 
-#: Evaluations of this process's sweep that failed.
-FAILED: list[str] = []
-
-
-@hydra.main(version_base="1.3", config_path=_config_dir(), config_name="evaluate")
+@hydra.main(version_base="1.3", config_path=config_dir(), config_name="evaluate")
 def _app(cfg: DictConfig) -> float:
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
+    from metarun.cli import run_job
 
-    from metarun.cli import exit_status, unwrap
+    return run_job(lambda output_dir: _job(cfg, output_dir),
+                   failure={"command": "metarun-eval"})
 
-    hydra_cfg = HydraConfig.get()
-    try:
-        summary = _evaluate(cfg, hydra_cfg.runtime.output_dir)
-    except Exception as raised:
-        e = unwrap(raised)
-        status = exit_status(e)
-        if hydra_cfg.mode == RunMode.MULTIRUN:  # one failed evaluation does not stop a sweep
-            log.error("job %s failed: %s", hydra_cfg.job.num, e, exc_info=status is None)
-            out = Path(hydra_cfg.runtime.output_dir)
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "summary.json").write_text(json.dumps(
-                {"command": "metarun-eval", "status": "failed",
-                 "error": f"{type(e).__name__}: {e}"}) + "\n", encoding="utf-8")
-            FAILED.append(f"{out}: {e}")
-            return float("nan")
-        if status is None:
-            raise
-        log.error("%s", e)
-        sys.exit(status)
+
+def _job(cfg: DictConfig, output_dir: str) -> float:
+    """One evaluation in its own directory, which must hold no other job's results."""
+    from metarun.rundir import claim, refuse_results
+
+    refuse_results(output_dir, "hydra.run.dir")
+    claim(output_dir, cfg)
+    summary = _evaluate(cfg, output_dir)
     result = summary.get("result") or summary["ensemble"]["test"]
     return float(result[summary["metric"]])
 
@@ -245,7 +236,7 @@ def main() -> None:
             for a in expand_device_shorthand(sys.argv[1:])]
     sys.argv = [sys.argv[0], *args]
     run_app("metarun-eval", _app,
-            check_overrides(args, config_name="evaluate") or check_output_dir(args), FAILED)
+            check_overrides(args, config_name="evaluate") or check_output_dir(args))
 
 
 if __name__ == "__main__":

@@ -7,9 +7,7 @@ instantiating, never written back into the config.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -19,13 +17,23 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from metarun.algorithms.base import Algorithm
+from metarun.configs import LOCATION_KEYS
 from metarun.data.episodes import FixedEpisodes, TaskSource
 from metarun.device import resolve_device
 from metarun.engine.checkpoint import load_checkpoint, load_resumable
 from metarun.engine.evaluate import evaluate
-from metarun.engine.lock import RunLock
+from metarun.engine.lock import RunLock, RunLockedError, is_locked
 from metarun.engine.metrics import MetricsLog
-from metarun.engine.trainer import NonFiniteLossError, Preempted, Trainer
+from metarun.engine.signals import Preempted, StopRequest
+from metarun.engine.trainer import NonFiniteLossError, Trainer
+from metarun.rundir import (
+    OutputDirError,
+    claim,
+    describe,
+    is_training_summary,
+    read_summary,
+    write_summary,
+)
 from metarun.types import RunResult, Split
 from metarun.validate import validate_config
 
@@ -39,6 +47,11 @@ class RunCompletedError(ValueError):
         super().__init__(f"{directory} already holds a completed run; choose another "
                          "hydra.run.dir")
         self.directory = directory
+
+    @property
+    def objective(self) -> float:
+        """The completed run's sweep objective (what a re-run sweep reports for it)."""
+        return RunResult(read_summary(self.directory) or {}, str(self.directory)).objective
 
 
 def build_algorithm(cfg: DictConfig, dataset: Any, train_classes: int | None = None) -> Algorithm:
@@ -73,21 +86,41 @@ def run(cfg: DictConfig, output_dir: str | Path) -> RunResult:
     Writes ``metrics.jsonl``, ``checkpoints/best.pt``, ``checkpoints/last.pt`` and, last,
     ``summary.json``. Returns the summary; its best validation score (accuracy, or MSE for
     regression) is the sweep objective.
+
+    The directory is checked before anything is written into it: one that another process is
+    using, that holds another command's result, a completed run, or a run of a different
+    experiment is refused and left as it was.
     """
-    validate_config(cfg)
     resume_dir = cfg.train.get("resume")
+    if resume_dir is not None and not isinstance(resume_dir, str):
+        raise ValueError(f"train.resume must be a run directory or null; got {resume_dir!r}")
     out = Path(resume_dir).expanduser() if resume_dir else Path(output_dir)
     if resume_dir and not out.is_dir():
         raise FileNotFoundError(f"train.resume = {resume_dir}: no such run directory")
+    resolved: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+    if is_locked(out):
+        raise RunLockedError(f"another metarun process is using {out}; wait for it to finish "
+                             "or choose another run directory")
+    resume = _resume_point(out, resolved, explicit=bool(resume_dir))  # only reads
     out.mkdir(parents=True, exist_ok=True)
     with RunLock(out):
-        return _run_locked(cfg, out, explicit_resume=bool(resume_dir))
+        if (read_summary(out) or {}).get("status") == "completed":  # finished meanwhile
+            raise RunCompletedError(out)
+        claim(out, cfg)
+        t0 = time.perf_counter()
+        try:  # from here on, however the run ends, its summary says so
+            with StopRequest(at_once=True):  # until training starts, nothing to checkpoint
+                validate_config(cfg)
+                return _run_claimed(cfg, out, resolved, resume, t0)
+        except BaseException as e:
+            _write_unfinished(out, e, time.perf_counter() - t0)
+            raise
 
 
-#: Keys that may change when a run is resumed: where things are, how long, how often to log.
-RESUMABLE_CHANGES = ("train.iterations", "train.resume", "train.log_every",
-                     "train.checkpoint_every", "train.plot", "device.", "logger.", "data.root",
-                     "data.cache_dir", "data.download")
+#: Keys in which a re-run may differ from a completed run and still be the same run.
+SAME_RUN_CHANGES = (*LOCATION_KEYS, "device.", "logger.")
+#: Keys that may change when a run is resumed: those, and how long to train.
+RESUMABLE_CHANGES = (*SAME_RUN_CHANGES, "train.iterations")
 
 
 def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -99,26 +132,48 @@ def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: node}
 
 
+def _differences(before: Any, now: dict[str, Any], allowed: tuple[str, ...]) -> list[str]:
+    """The dotted keys whose values differ between two resolved configs, except ``allowed``."""
+    old, new = _flatten(before if isinstance(before, dict) else {}), _flatten(now)
+    return sorted(k for k in old.keys() | new.keys()
+                  if old.get(k) != new.get(k) and not k.startswith(allowed))
+
+
 def _resume_point(out: Path, resolved: dict[str, Any], explicit: bool) -> dict[str, Any] | None:
-    """The checkpoint to continue from, ``None`` for a fresh run, or an error for a finished
-    run or a changed experiment."""
-    summary = out / "summary.json"
-    if summary.exists():
-        try:
-            status = json.loads(summary.read_text(encoding="utf-8")).get("status")
-        except (json.JSONDecodeError, OSError):
-            status = None
-        if status == "completed":
-            raise RunCompletedError(out)
+    """The checkpoint to continue from, or ``None`` for a fresh run. Only reads ``out``.
+
+    Raises:
+        RunCompletedError: ``out`` holds a completed run of this experiment.
+        OutputDirError: it holds a completed run of another experiment, or another command's
+            result.
+        ValueError: its checkpoint belongs to a different experiment, or none loads.
+    """
+    summary = read_summary(out)
+    if summary is None:
+        log.warning("%s/summary.json is damaged; going by the run's checkpoints", out)
+    elif summary and not is_training_summary(summary):
+        raise OutputDirError(f"{out} holds {describe(summary)}, not a training run; choose "
+                             "another hydra.run.dir")
     checkpoints = out / "checkpoints"
     if not (checkpoints / "last.pt").exists() and not (checkpoints / "last.prev.pt").exists():
+        if summary and summary.get("status") == "completed":
+            raise OutputDirError(f"{out} already holds a completed run whose checkpoints are "
+                                 "missing; choose another hydra.run.dir")
         if explicit:
             raise FileNotFoundError(f"train.resume = {out}: no checkpoint to resume from")
         return None
-    blob, path = load_resumable(checkpoints)
-    before, now = _flatten(blob.get("config", {})), _flatten(resolved)
-    changed = sorted(k for k in before.keys() | now.keys()
-                     if before.get(k) != now.get(k) and not k.startswith(RESUMABLE_CHANGES))
+    try:
+        blob, path = load_resumable(checkpoints)
+    except ValueError as e:
+        _mark_not_resumable(out, summary, str(e))
+        raise
+    if summary and summary.get("status") == "completed":
+        changed = _differences(blob.get("config"), resolved, SAME_RUN_CHANGES)
+        if changed:
+            raise OutputDirError(f"{out} already holds a completed run with different "
+                                 f"{', '.join(changed)}; choose another directory")
+        raise RunCompletedError(out)
+    changed = _differences(blob.get("config"), resolved, RESUMABLE_CHANGES)
     if changed:
         raise ValueError(f"cannot resume {out}: the run was started with different "
                          f"{', '.join(changed)}; only {', '.join(RESUMABLE_CHANGES)} may "
@@ -127,21 +182,26 @@ def _resume_point(out: Path, resolved: dict[str, Any], explicit: bool) -> dict[s
     return blob
 
 
-def _run_locked(cfg: DictConfig, out: Path, explicit_resume: bool) -> RunResult:
-    t0 = time.perf_counter()
+def _mark_not_resumable(out: Path, summary: dict[str, Any] | None, error: str) -> None:
+    """A summary that promised a resume which cannot work is corrected, so that it no longer
+    says ``resumable: true``."""
+    if summary and summary.get("resumable"):
+        write_summary(out, {**summary, "resumable": False, "error": error})
+
+
+def _run_claimed(cfg: DictConfig, out: Path, resolved: dict[str, Any],
+                 resume: dict[str, Any] | None, t0: float) -> RunResult:
     device = resolve_device(cfg.device.name)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = bool(cfg.device.cudnn_benchmark)
-    task, ev = cfg.task, cfg.eval
-
+    task = cfg.task
     dataset = instantiate(cfg.data)
     splits = {s: bank.to(device) for s, bank in dataset.load().items()}
     train_classes = getattr(splits[Split.TRAIN], "num_classes", None)
     torch.manual_seed(cfg.seed)  # model initialisation; episodes use their own generators
     algorithm = build_algorithm(cfg, dataset, train_classes)
     algorithm.check_task(task.ways)
-    algorithm.check_task(ev.ways)
-
+    algorithm.check_task(cfg.eval.ways)
     train_sampler = algorithm.train_sampler(splits[Split.TRAIN], task.ways, task.shots,
                                             task.queries)
     val = fixed_episodes(cfg, splits, Split.VAL)
@@ -152,8 +212,6 @@ def _run_locked(cfg: DictConfig, out: Path, explicit_resume: bool) -> RunResult:
 
     algorithm.to(device)
     optimizer = instantiate(cfg.optim)(algorithm.parameters())  # optim configs are _partial_
-    resolved: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
-    resume = _resume_point(out, resolved, explicit_resume)
     resume_step = None if resume is None else int(resume["step"])
     sinks = [instantiate(cfg.logger, run_dir=str(out),
                          purge_step=None if resume_step is None else resume_step + 1)
@@ -172,29 +230,51 @@ def _run_locked(cfg: DictConfig, out: Path, explicit_resume: bool) -> RunResult:
             checkpoint_every=cfg.train.checkpoint_every, resume=resume,
         )
         trained = trainer.fit()
-
         best = load_checkpoint(out / "checkpoints" / "best.pt", map_location=device)
         algorithm.load_state_dict(best["algorithm"])
         result = evaluate(algorithm, test)
         seconds = time.perf_counter() - t0
         metrics.write(trained.best_step, "test", result.loss, seconds,
                       **{result.metric: result.score}, ci95=result.ci95)
-    except BaseException as e:
-        # Nothing claims success: the summary says how the run ended and how to go on.
-        status = {Preempted: "preempted", NonFiniteLossError: "non_finite"}.get(type(e),
-                                                                                  "failed")
-        _write_json(out / "summary.json", {
-            "status": status, "error": f"{type(e).__name__}: {e}",
-            "resumable": (out / "checkpoints" / "last.pt").exists(),
-            "seconds": round(time.perf_counter() - t0, 2)})
-        raise
     finally:
         metrics.close()
         if cfg.train.get("plot", True):
             _plot_curve(out)
+    summary = _completed_summary(cfg, algorithm, trained, result, val, test)
+    summary.update(seconds=round(seconds, 2), device=str(device), resumed_from_step=resume_step)
+    write_summary(out, summary)
+    ev = cfg.eval
+    shape = f"{ev.ways}-way {ev.shots}-shot" if algorithm.task_type.name == "classification" \
+        else f"{ev.shots}-shot"
+    log.info("test %s %s (95%% CI, %d episodes, %s)", algorithm.task_type.metric,
+             algorithm.task_type.format(result.score, result.ci95), result.episodes, shape)
+    return RunResult(summary=summary, output_dir=str(out))
 
-    task_type = algorithm.task_type
-    summary: dict[str, Any] = {
+
+def _write_unfinished(out: Path, error: BaseException, seconds: float) -> None:
+    """Nothing claims success: the summary says how the run ended, and whether running the
+    same command again goes on from here (``resumable``): after a stop signal or another
+    failure when a checkpoint loads (or, stopped before the first one, by starting over);
+    never after a non-finite loss, which the same inputs would meet again."""
+    status = {Preempted: "preempted", NonFiniteLossError: "non_finite"}.get(type(error),
+                                                                             "failed")
+    resumable = False
+    if status != "non_finite":
+        try:
+            load_resumable(out / "checkpoints")
+            resumable = True
+        except FileNotFoundError:
+            resumable = status == "preempted"
+        except ValueError:
+            pass
+    write_summary(out, {"status": status, "error": f"{type(error).__name__}: {error}",
+                        "resumable": resumable, "seconds": round(seconds, 2)})
+
+
+def _completed_summary(cfg: DictConfig, algorithm: Algorithm, trained: Any, result: Any,
+                       val: FixedEpisodes, test: FixedEpisodes) -> dict[str, Any]:
+    task, ev, task_type = cfg.task, cfg.eval, algorithm.task_type
+    return {
         "status": "completed",
         "algo": cfg.algo._target_.rsplit(".", 1)[-1],
         "task_type": task_type.name,
@@ -208,19 +288,10 @@ def _run_locked(cfg: DictConfig, out: Path, explicit_resume: bool) -> RunResult:
                 "episodes": trained.best_val.episodes, "episodes_sha256": val.digest()},
         "best_step": trained.best_step,
         "steps": trained.last_step,
-        "seconds": round(seconds, 2),
         "train_seconds": round(trained.seconds, 2),
-        "device": str(device),
         "bn_mode": algorithm.bn_mode,
         "seed": cfg.seed,
-        "resumed_from_step": None if resume is None else int(resume["step"]),
     }
-    _write_json(out / "summary.json", summary)
-    shape = f"{ev.ways}-way {ev.shots}-shot" if task_type.name == "classification" \
-        else f"{ev.shots}-shot"
-    log.info("test %s %s (95%% CI, %d episodes, %s)", task_type.metric,
-             task_type.format(result.score, result.ci95), result.episodes, shape)
-    return RunResult(summary=summary, output_dir=str(out))
 
 
 def _plot_curve(out: Path) -> None:
@@ -231,9 +302,3 @@ def _plot_curve(out: Path) -> None:
         plot_learning_curve(out)
     except Exception as e:  # noqa: BLE001 - whatever matplotlib raises
         log.warning("could not draw %s/learning_curve.png: %s", out, e)
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)

@@ -19,8 +19,10 @@ from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger("metarun")
 
-#: Jobs of the last sweep that did not complete, as ``"<job dir>: <status>: <error>"``.
-FAILED_JOBS: list[str] = []
+#: Jobs of the last sweep that did not complete: job directory -> ``"<status>: <error>"``.
+#: Filled by the jobs run in this process (metarun.cli.run_job) and, when a sweep ends, from
+#: the job directories (so jobs of other processes, such as joblib's workers, count too).
+FAILED_JOBS: dict[str, str] = {}
 
 
 def direction(dataset_target: str) -> str:
@@ -52,7 +54,6 @@ class SweepReport(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))
-        FAILED_JOBS.clear()
         try:
             from metarun.report.runs import find_runs
 
@@ -60,8 +61,10 @@ class SweepReport(Callback):
         except OSError as e:
             log.warning("could not read the sweep's runs in %s: %s", sweep_dir, e)
             return
-        FAILED_JOBS.extend(f"{r.path}: {r.status}" + (f": {r.error}" if r.error else "")
-                           for r in runs if not r.completed)
+        for r in runs:
+            if not r.completed:
+                FAILED_JOBS.setdefault(str(r.path), r.status + (f": {r.error}" if r.error
+                                                                else ""))
         if not self.enabled or not runs:
             return
         from metarun.report.cli import print_report, write_report

@@ -1,18 +1,27 @@
-"""Check the config's core keys before anything is loaded or trained.
+"""Check a config before anything is loaded or trained.
 
 Components validate their own arguments when they are built; this catches what would otherwise
-only fail after the data has been read (or fail obscurely: a string where a number belongs),
-and names the key and what is allowed.
+only fail after the data has been read (or fail obscurely: a string where a number belongs, a
+NaN learning rate that surfaces as a non-finite loss, a key the component does not take), and
+names the key and what is allowed. Every check here holds for every component's keys, not
+only the core's: numbers must be finite, each ``_target_`` node may only hold keys its class
+takes, and (:func:`check_value_types`) a value the command line changed keeps the type of the
+default it replaced.
 """
 
 from __future__ import annotations
 
+import inspect
+import math
 import numbers
+from collections.abc import Iterator
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 _INT, _NUM = "an integer", "a number"
+#: torch seeds are 64-bit signed integers.
+MAX_SEED = 2**63 - 1
 
 #: (key, kind, least allowed value, may be null)
 RULES: tuple[tuple[str, str, float, bool], ...] = (
@@ -45,8 +54,18 @@ def _is(kind: str, value: Any) -> bool:
 
 
 def validate_config(cfg: DictConfig) -> None:
-    """Raise ``ValueError`` naming the first core key whose value is of the wrong type or out
-    of range."""
+    """Raise ``ValueError`` naming the first key whose value is of the wrong type or out of
+    range: the core keys' rules, then finiteness and the components' keys."""
+    _check_rules(cfg)
+    check_finite(cfg)
+    check_component_keys(cfg)
+    name = OmegaConf.select(cfg, "device.name", default=None)
+    if name is not None:
+        from metarun.device import resolve_device
+
+        resolve_device(str(name))  # device=cuda without CUDA: refused here, before any work
+
+def _check_rules(cfg: DictConfig) -> None:
     for key, kind, least, nullable in RULES:
         value = OmegaConf.select(cfg, key, default=None)
         if value is None:
@@ -57,8 +76,94 @@ def validate_config(cfg: DictConfig) -> None:
             raise ValueError(f"{key} must be {kind}; got {value!r}")
         if key == "optim.lr" and value <= 0:
             raise ValueError(f"optim.lr must be positive; got {value}")
+        if not math.isfinite(value):
+            raise ValueError(f"{key} must be finite; got {value}")
         if value < least:
             raise ValueError(f"{key} must be at least {least:g}; got {value}")
-    resume = OmegaConf.select(cfg, "train.resume", default=None)
-    if resume is not None and not isinstance(resume, str):
-        raise ValueError(f"train.resume must be a run directory or null; got {resume!r}")
+        if key == "seed" and value > MAX_SEED:
+            raise ValueError(f"seed must be at most 2**63 - 1 = {MAX_SEED}; got {value}")
+
+
+def _leaves(node: Any, where: str = "") -> Iterator[tuple[str, Any]]:
+    """``(dotted key, value)`` of every leaf of a plain config (lists indexed ``key[i]``)."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _leaves(value, f"{where}.{key}" if where else str(key))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _leaves(value, f"{where}[{i}]")
+    else:
+        yield where, node
+
+
+def _plain(cfg: DictConfig) -> dict[str, Any]:
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+
+
+def check_finite(cfg: DictConfig) -> None:
+    """Refuse NaN and infinity in any key (none of metarun's settings means anything by
+    them)."""
+    for key, value in _leaves(_plain(cfg)):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{key} must be a finite number; got {value}")
+
+
+def check_component_keys(cfg: DictConfig) -> None:
+    """Every place where metarun's config files build a component has a ``_target_``, and
+    every ``_target_`` node holds only keys its class takes (an added ``+algo.bogus=1`` is
+    named here, not in a ``TypeError`` from deep inside Hydra)."""
+    from hydra.utils import get_class
+
+    from metarun.configs import shipped_targets
+
+    for where in shipped_targets():
+        node = OmegaConf.select(cfg, where, default=None)
+        if isinstance(node, DictConfig) and "_target_" not in node:
+            raise ValueError(f"{where}._target_ must be set: it names the class that "
+                             f"{where} builds")
+    for where, node in _components(_plain(cfg)):
+        try:
+            cls = get_class(str(node["_target_"]))
+            params = inspect.signature(cls).parameters
+        except Exception as e:  # noqa: BLE001 - an unimportable target, in one line
+            raise ValueError(f"{where}._target_ = {node['_target_']!r} cannot be imported: "
+                             f"{e}") from None
+        if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            continue
+        for key in node:
+            if not (key.startswith("_") and key.endswith("_")) and key not in params:
+                settings = ", ".join(p for p in params if p != "self")
+                raise ValueError(f"{where}.{key} is not a setting of {node['_target_']}; "
+                                 f"its settings: {settings}")
+
+
+def _components(node: Any, where: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
+    if isinstance(node, dict):
+        if "_target_" in node:
+            yield where, node
+        for key, value in node.items():
+            if where or key != "hydra":
+                yield from _components(value, f"{where}.{key}" if where else str(key))
+
+
+def check_value_types(cfg: DictConfig, defaults: DictConfig) -> None:
+    """A value that replaced a number (or a list of numbers) of ``defaults`` (the same config
+    without the command line's values) must be one too: ``algo.inner_lr=abc`` is named here.
+
+    Raises:
+        ValueError: naming the key, the kind of value expected and the value given.
+    """
+    before = dict(_leaves(_plain(defaults)))
+    now = _plain(cfg)
+    for key in {k.rsplit("[", 1)[0] for k in before if k.endswith("]")}:
+        value = OmegaConf.select(cfg, key, default=None)
+        if value is not None and not isinstance(value, (list, ListConfig)):
+            raise ValueError(f"{key} must be a list like {OmegaConf.select(defaults, key)}; "
+                             f"got {value!r}")
+    for key, value in _leaves(now):
+        old = before.get(key)
+        if isinstance(old, bool) or not isinstance(old, numbers.Real) or value is None:
+            continue
+        kind = _INT if isinstance(old, numbers.Integral) else _NUM
+        if not _is(kind, value):
+            raise ValueError(f"{key} must be {kind}; got {value!r}")

@@ -8,14 +8,14 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from metarun.cli import _config_dir
+from metarun.configs import config_dir
 from metarun.types import EpisodeBatch
 
 
 def compose_config(*overrides: str) -> DictConfig:
     """metarun's config composed with ``overrides``, exactly as the CLI composes it, except
     that runs draw no learning curve unless ``train.plot=true`` is given (0.3 s a run)."""
-    with initialize_config_dir(config_dir=_config_dir(), version_base="1.3"):
+    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
         return compose(config_name="config", overrides=["train.plot=false", *overrides])
 
 

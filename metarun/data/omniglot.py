@@ -342,15 +342,19 @@ def _decode(sources: dict[str, Path], image_size: int) -> _Characters:
 
 
 def _download(url: str, dest: Path, md5: str) -> None:
-    """Fetch ``url`` to ``dest`` with progress, verify its MD5, then move it into place."""
+    """Fetch ``url`` with progress, verify its MD5, then move it to ``dest``. The download goes
+    to a temporary file elsewhere, so a failed one creates no folder under ``data.root``."""
+    import shutil
+    import tempfile
+
     from metarun.engine.progress import byte_progress
 
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
     digest = hashlib.md5()
     log.info("downloading %s to %s", url, dest)
+    fd, tmp = tempfile.mkstemp(suffix=f".{dest.name}.part")
+    part = Path(tmp)
     try:
-        with urllib.request.urlopen(url, timeout=60) as response, open(part, "wb") as f:
+        with os.fdopen(fd, "wb") as f, urllib.request.urlopen(url, timeout=60) as response:
             total = int(response.headers.get("Content-Length") or 0)
             with byte_progress(dest.name, total, sys.stderr.isatty()) as advance:
                 for chunk in iter(lambda: response.read(1 << 16), b""):
@@ -359,6 +363,7 @@ def _download(url: str, dest: Path, md5: str) -> None:
                     advance(len(chunk))
         if digest.hexdigest() != md5:
             raise OSError(f"checksum mismatch: got md5 {digest.hexdigest()}, expected {md5}")
-        os.replace(part, dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(part, dest)
     finally:
         part.unlink(missing_ok=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -68,15 +69,38 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
     try:
-        blob = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # about a foreign pickle, which the error then names
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            blob = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - re-raised with what the user needs to know
-        raise ValueError(
-            f"{path} could not be loaded as a metarun checkpoint (it may be truncated, or hold "
-            f"objects other than tensors and plain values): {type(e).__name__}: {e}"
-        ) from e
+        raise CheckpointError(path, "not a loadable metarun checkpoint (truncated, or holding "
+                                    f"objects other than tensors and plain values): "
+                                    f"{_reason(e)}") from None
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a metarun checkpoint (format {FORMAT})")
+        raise CheckpointError(path, f"not a metarun checkpoint (format {FORMAT})")
     return blob
+
+
+class CheckpointError(ValueError):
+    """A file that is not a loadable metarun checkpoint; ``reason`` says why in one line."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path} is {reason}")
+        self.path, self.reason = path, reason
+
+
+#: Lines of torch's load errors that explain torch, not the file.
+_BOILERPLATE = ("Weights only load failed", "Check the documentation", "Please file an issue")
+
+
+def _reason(error: Exception) -> str:
+    """The one line of torch's (often many-line) load error that says what is wrong with the
+    file: for a refused pickle, the object it tried to load."""
+    for line in str(error).splitlines():
+        line = line.strip().rpartition("WeightsUnpickler error:")[2].strip()
+        if line and not line.startswith(_BOILERPLATE):
+            return line.split(". ")[0].rstrip(".")
+    return type(error).__name__
 
 
 def load_resumable(directory: str | Path,
@@ -93,10 +117,13 @@ def load_resumable(directory: str | Path,
     for path in (last, previous_path(last)):
         try:
             return load_checkpoint(path, map_location), path
-        except (FileNotFoundError, ValueError) as e:
-            problems.append(str(e))
-            if path == last and path.exists():
+        except FileNotFoundError:
+            problems.append(f"{path.name} is missing")
+        except CheckpointError as e:
+            problems.append(f"{path.name} is {e.reason}")
+            if path == last:
                 log.warning("%s; falling back to %s", e, previous_path(last).name)
     if not last.exists() and not previous_path(last).exists():
         raise FileNotFoundError(f"no checkpoint to resume from in {directory}")
-    raise ValueError("no loadable checkpoint to resume from: " + "; ".join(problems))
+    raise ValueError(f"no loadable checkpoint to resume from in {directory}: "
+                     + "; ".join(problems))

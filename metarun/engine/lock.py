@@ -49,3 +49,23 @@ class RunLock:
         if self._fd is not None:
             os.close(self._fd)  # closing releases the lock
             self._fd = None
+
+
+def is_locked(directory: str | Path) -> bool:
+    """Whether a live process holds ``directory``'s lock; only reads (creates nothing)."""
+    lock = Path(directory) / ".lock"
+    try:
+        import fcntl
+    except ImportError:
+        return False
+    try:
+        fd = os.open(lock, os.O_RDONLY)
+    except OSError:  # no lock file: nobody has ever worked here
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+    return False

@@ -1,5 +1,7 @@
 """Graceful preemption: the first SIGTERM or SIGINT asks the trainer to stop at the next step
-boundary (after checkpointing); a second one stops the process at once."""
+boundary (after checkpointing); a second one stops the process at once. Before training starts
+(while the data is read or decoded) there is nothing to checkpoint, so the first signal stops
+the run at once, with the same status and a summary."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import logging
 import os
 import signal
 import threading
+from pathlib import Path
 from types import FrameType, TracebackType
 
 log = logging.getLogger("metarun")
@@ -15,12 +18,34 @@ log = logging.getLogger("metarun")
 HANDLED = (signal.SIGTERM, signal.SIGINT)
 
 
+class Preempted(BaseException):
+    """A SIGTERM or SIGINT stopped the run: in training at a step boundary, after writing
+    ``checkpoint``; before training (``step`` 0, no checkpoint) at once.
+
+    Like ``KeyboardInterrupt`` it is not an ``Exception``: code that recovers from errors
+    (a cache that will not read is rebuilt) must not swallow a stop."""
+
+    def __init__(self, step: int, checkpoint: Path | None, signum: int) -> None:
+        name = signal.Signals(signum).name
+        super().__init__(f"stopped by {name} after step {step}; resume from {checkpoint}"
+                         if checkpoint is not None else
+                         f"stopped by {name} before training started; run the same command "
+                         "again to start")
+        self.step, self.checkpoint = step, checkpoint
+
+
 class StopRequest:
     """Installs the handlers for the duration of a ``with`` block (main thread only; elsewhere
-    it does nothing and :attr:`signal` stays ``None``)."""
+    it does nothing and :attr:`signal` stays ``None``).
 
-    def __init__(self) -> None:
+    Args:
+        at_once: the first signal raises :class:`Preempted` where the program is (for work
+            that has nothing to checkpoint); otherwise it only sets :attr:`signal`.
+    """
+
+    def __init__(self, at_once: bool = False) -> None:
         self.signal: int | None = None
+        self.at_once = at_once
         self._previous: dict[int, object] = {}
 
     def __enter__(self) -> StopRequest:
@@ -39,10 +64,9 @@ class StopRequest:
         if self.signal is not None:  # the second signal: no more waiting
             os._exit(128 + signum)
         self.signal = signum
+        if self.at_once:
+            log.warning("%s received: stopping", signal.Signals(signum).name)
+            raise Preempted(0, None, signum)
         log.warning("%s received: checkpointing at the end of this step, then stopping "
                     "(send it again to stop at once, without a checkpoint)",
                     signal.Signals(signum).name)
-
-    @property
-    def requested(self) -> bool:
-        return self.signal is not None

@@ -22,7 +22,7 @@ from metarun.engine.checkpoint import save_checkpoint
 from metarun.engine.evaluate import evaluate
 from metarun.engine.metrics import MetricsLog
 from metarun.engine.progress import TrainProgress
-from metarun.engine.signals import StopRequest
+from metarun.engine.signals import Preempted, StopRequest
 from metarun.types import EvalResult
 
 log = logging.getLogger("metarun")
@@ -52,17 +52,6 @@ def _scheduler(optimizer: torch.optim.Optimizer, name: str, iterations: int, min
 class NonFiniteLossError(RuntimeError):
     """The meta-loss or its gradient became NaN or infinite; training stopped before the
     update."""
-
-
-class Preempted(RuntimeError):
-    """A SIGTERM or SIGINT stopped training at a step boundary, after a checkpoint."""
-
-    def __init__(self, step: int, checkpoint: Path, signum: int) -> None:
-        import signal
-
-        super().__init__(f"stopped by {signal.Signals(signum).name} after step {step}; "
-                         f"resume from {checkpoint}")
-        self.step, self.checkpoint = step, checkpoint
 
 
 def rng_state(generator: torch.Generator) -> dict[str, Any]:
@@ -136,7 +125,8 @@ class Trainer:
         resume: a checkpoint written by this trainer: training continues after its step with
             its model, optimizer, schedule, best result and random states, so the result is
             the uninterrupted run's. Without random states (an older checkpoint) it continues
-            with fresh ones, and says so.
+            with fresh ones, and says so. A checkpoint of the last step leaves nothing to
+            train: :meth:`fit` returns its best result at once.
 
     The metric that picks the best checkpoint is the algorithm's task type's (accuracy is
     maximised, MSE minimised); a non-finite validation score never becomes the best.
@@ -200,9 +190,9 @@ class Trainer:
 
     def _restore(self, blob: dict[str, Any]) -> None:
         step = int(blob["step"])
-        if step >= self.iterations:
-            raise ValueError(f"the checkpoint is at step {step}: nothing left to train with "
-                             f"train.iterations = {self.iterations}")
+        if step > self.iterations:
+            raise ValueError(f"the checkpoint is at step {step}, past train.iterations = "
+                             f"{self.iterations}; resume with train.iterations >= {step}")
         self.algorithm.load_state_dict(blob["algorithm"])
         self.optimizer.load_state_dict(blob["optimizer"])
         if self.scheduler is not None and blob.get("scheduler") is not None:
@@ -218,7 +208,10 @@ class Trainer:
             log.warning("the checkpoint holds no random states: episodes after step %d will "
                         "differ from an uninterrupted run's", step)
         self.start_step = step + 1
-        log.info("resuming after step %d", step)
+        if step == self.iterations:  # stopped after the final validation: only the test is left
+            log.info("training finished at step %d; meta-testing the best checkpoint", step)
+        else:
+            log.info("resuming after step %d", step)
 
     def fit(self) -> TrainResult:
         """Train from :attr:`start_step` to ``iterations``.

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
-import json
+import logging
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-#: How a run directory can end up (``summary.json`` ``status``), plus the two states of a run
-#: that has not written one: ``running`` (its lock is held) and ``unfinished`` (killed).
+from metarun.engine.lock import is_locked
+from metarun.rundir import describe, is_training_summary, read_summary
+
+log = logging.getLogger("metarun")
+#: Not read yet (``None`` means a damaged summary).
+_UNREAD = object()
+
+#: How a run directory can end up (``summary.json`` ``status``), plus the states of a run
+#: that has not written a readable one: ``running`` (its lock is held), ``unfinished``
+#: (killed) and ``damaged`` (its ``summary.json`` is not metarun's).
 FINISHED = "completed"
 
 
@@ -20,8 +28,8 @@ class RunRecord:
 
     Attributes:
         path: the run directory.
-        status: ``completed``, ``failed``, ``preempted``, ``non_finite``, ``running`` or
-            ``unfinished``.
+        status: ``completed``, ``failed``, ``preempted``, ``non_finite``, ``running``,
+            ``unfinished`` or ``damaged``.
         overrides: the command-line overrides it was started with (``.hydra/overrides.yaml``),
             as ``key -> value`` strings.
         summary: ``summary.json``, or an empty dict.
@@ -43,13 +51,18 @@ class RunRecord:
         return str(self.summary.get("error", ""))
 
 
-def is_run_dir(path: Path, summary: dict[str, Any] | None = None) -> bool:
-    """A metarun training run: Hydra's ``.hydra/`` with a training config, or a summary that
-    says how training ended. ``metarun-eval`` and ``metarun-ensemble`` outputs are not runs.
-    ``summary``: its ``summary.json``, when already read."""
-    if summary is None:
-        summary = _read_json(path / "summary.json")
-    if summary.get("command") == "metarun-eval" or "method" in summary:
+def is_run_dir(path: Path, summary: dict[str, Any] | None | object = _UNREAD) -> bool:
+    """A metarun training run: one with a training run's own files (``checkpoints/``,
+    ``metrics.jsonl``) whatever its summary says, a damaged ``summary.json`` (shown as such,
+    never dropped), Hydra's ``.hydra/`` with a training config, or a training summary.
+    ``metarun-eval`` and ``metarun-ensemble`` outputs are not runs. ``summary``: its
+    :func:`~metarun.rundir.read_summary`, when already read."""
+    if summary is _UNREAD:
+        summary = read_summary(path)
+    if (path / "checkpoints").is_dir() or (path / "metrics.jsonl").is_file() or summary is None:
+        return True
+    assert isinstance(summary, dict)
+    if summary and not is_training_summary(summary):
         return False
     config = path / ".hydra" / "config.yaml"
     if config.is_file():
@@ -58,7 +71,7 @@ def is_run_dir(path: Path, summary: dict[str, Any] | None = None) -> bool:
         except OSError:
             return False
         return re.search(r"^checkpoint:", text, re.MULTILINE) is None  # metarun-eval's config
-    return "status" in summary
+    return bool(summary)
 
 
 def find_runs(roots: list[str | Path]) -> list[RunRecord]:
@@ -75,7 +88,7 @@ def find_runs(roots: list[str | Path]) -> list[RunRecord]:
             raise FileNotFoundError(f"{root}: no such directory")
         for dirpath, dirnames, _ in os.walk(root):
             here = Path(dirpath)
-            summary = _read_json(here / "summary.json")
+            summary = read_summary(here)
             if is_run_dir(here, summary):
                 here = here.resolve()
                 found.setdefault(here, read_run(here, summary))
@@ -90,22 +103,33 @@ def _natural(path: Path) -> list[Any]:
     return [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in path.parts]
 
 
-def read_run(path: Path, summary: dict[str, Any] | None = None) -> RunRecord:
+def read_run(path: Path, summary: dict[str, Any] | None | object = _UNREAD) -> RunRecord:
     """What ``path`` says about its run (``summary``: its ``summary.json``, when already
     read). ``metrics.jsonl`` is read only for a run whose summary gives no step count."""
-    if summary is None:
-        summary = _read_json(path / "summary.json")
+    if summary is _UNREAD:
+        summary = read_summary(path)
     overrides = read_overrides(path)
-    status = str(summary.get("status", ""))
+    if summary is None:
+        log.warning("%s/summary.json is damaged (not a JSON object); the run is listed as "
+                    "damaged", path)
+        summary, status = {"error": "summary.json is damaged"}, "damaged"
+    else:
+        assert isinstance(summary, dict)
+        status = str(summary.get("status", "")) if is_training_summary(summary) else \
+            ("damaged" if summary else "")
+        if status == "damaged":
+            log.warning("%s holds %s but a training run's files; listed as damaged", path,
+                        describe(summary))
+            summary = {"error": f"summary.json is {describe(summary)}"}
     last_step = None
     records = path / "metrics.jsonl"
-    if "steps" not in summary and records.is_file():
+    if not isinstance(summary.get("steps"), int) and records.is_file():
         from metarun.report.plots import read_metrics
 
         steps = [int(r["step"]) for r in read_metrics(records) if r["split"] != "test"]
         last_step = max(steps) if steps else None
     if not status:
-        status = "running" if _locked(path) else "unfinished"
+        status = "running" if is_locked(path) else "unfinished"
     return RunRecord(path, status, overrides, summary, last_step)
 
 
@@ -122,33 +146,3 @@ def read_overrides(path: Path) -> dict[str, str]:
         if sep and not key.startswith("~"):
             out[key.lstrip("+")] = value
     return out
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _locked(path: Path) -> bool:
-    """Whether a live process holds the run's lock (see :class:`metarun.engine.lock.RunLock`)."""
-    lock = path / ".lock"
-    if not lock.exists():
-        return False
-    try:
-        import fcntl
-    except ImportError:
-        return False
-    try:
-        fd = os.open(lock, os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except OSError:
-        return True
-    finally:
-        os.close(fd)
-    return False

@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from metarun.configs import LOCATION_KEYS
 from metarun.report.runs import RunRecord
 
 #: Overrides that say where things are or how often to log, not what was run: never columns.
-IGNORED_KEYS = ("hydra.", "data.root", "data.cache_dir", "data.download", "train.resume",
-                "train.log_every", "train.checkpoint_every", "train.plot")
+IGNORED_KEYS = ("hydra.", *LOCATION_KEYS)
 SEED = "seed"
 
 
@@ -54,21 +54,19 @@ class Row:
 
     @property
     def test(self) -> tuple[float, float]:
-        test = self.run.summary.get("test") or {}
-        score = test.get(self.metric) if self.metric else None
-        return (float(score), float(test.get("ci95", math.nan))) if score is not None \
-            else (math.nan, math.nan)
+        test = _section(self.run.summary, "test")
+        return _number(test.get(self.metric)), _number(test.get("ci95"))
 
     @property
     def best_val(self) -> float:
-        val = self.run.summary.get("val") or {}
-        score = val.get(f"best_{self.metric}")
-        return float(score) if score is not None else math.nan
+        return _number(_section(self.run.summary, "val").get(f"best_{self.metric}"))
 
     @property
     def steps(self) -> int | None:
         steps = self.run.summary.get("steps")
-        return int(steps) if steps is not None else self.run.last_step
+        if isinstance(steps, int) and not isinstance(steps, bool):
+            return steps
+        return self.run.last_step  # missing, or not a step count: what metrics.jsonl says
 
     def as_dict(self) -> dict[str, Any]:
         score, ci = self.test
@@ -115,6 +113,18 @@ class Group:
                 "completed": len(self.completed), "seeds": " ".join(map(str, self.seeds)),
                 "test_mean": self.mean, "test_std": self.spread,
                 "best_val_mean": _mean([r.best_val for r in self.completed])}
+
+
+def _section(summary: dict[str, Any], key: str) -> dict[str, Any]:
+    value = summary.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def _number(value: Any) -> float:
+    """A summary's number, or NaN for anything else (a damaged or hand-edited file)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return math.nan
+    return float(value)
 
 
 def _mean(values: list[float]) -> float:

@@ -11,11 +11,11 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from metarun.algorithms.base import Algorithm
-from metarun.cli import _config_dir
+from metarun.configs import config_dir
 from metarun.run import build_algorithm
 from tests.helpers import compose_config
 
-CONF = Path(_config_dir())
+CONF = Path(config_dir())
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name != "hydra")
 OPTIONS = [(g, f.stem) for g in GROUPS for f in sorted((CONF / g).glob("*.yaml"))]
 REGRESSION_TASKS = {"k5", "k10", "k20"}

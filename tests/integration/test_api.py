@@ -61,7 +61,7 @@ def test_checkpoint_with_foreign_target_is_refused(finished: Path, tmp_path: Pat
     blob = torch.load(finished / "checkpoints" / "best.pt", weights_only=True)
     blob["config"]["algo"]["_target_"] = "os.system"
     torch.save(blob, tmp_path / "evil.pt")
-    with pytest.raises(ValueError, match="config.algo._target_ = 'os.system' is not allowed"):
+    with pytest.raises(ValueError, match="algo._target_ = 'os.system' is not a component"):
         metarun.load(str(tmp_path / "evil.pt"), device="cpu")
 
 
@@ -69,7 +69,7 @@ def test_checkpoint_with_pickled_code_is_refused(finished: Path, tmp_path: Path)
     blob = torch.load(finished / "checkpoints" / "best.pt", weights_only=True)
     blob["hook"] = print  # a callable: only loadable by unpickling code
     torch.save(blob, tmp_path / "code.pt")
-    with pytest.raises(ValueError, match="could not be loaded as a metarun checkpoint"):
+    with pytest.raises(ValueError, match="is not a loadable metarun checkpoint"):
         metarun.load(str(tmp_path / "code.pt"), device="cpu")
 
 
@@ -96,3 +96,17 @@ def test_regression_checkpoint_adapts_to_a_sine(tmp_path: Path) -> None:
     assert (values - target).pow(2).mean() < (unadapted - target).pow(2).mean()
     with pytest.raises(ValueError, match="one target per support input"):
         learner.adapt(learner.preprocess(xs), ys[:-1])
+
+
+def test_bad_support_sets_are_named_not_truncated(finished: Path) -> None:
+    learner = metarun.load(str(finished / "checkpoints" / "best.pt"), device="cpu")
+    support = torch.rand(5, 1, 28, 28)
+    with pytest.raises(ValueError, match="whole-number labels"):
+        learner.adapt(support, [0.5, 1, 2, 3, 4])  # not silently label 0
+    with pytest.raises(ValueError, match="one label per support image"):
+        learner.adapt(support, [0, 1, 2, 3])
+    with pytest.raises(ValueError, match="support set is empty"):
+        learner.adapt(support[:0], [])
+    with pytest.raises(ValueError, match="at least one input"):
+        learner.preprocess([])
+    assert learner.adapt(support, [0.0, 1.0, 2.0, 3.0, 4.0])(support).shape == (5, 5)

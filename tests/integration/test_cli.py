@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from metarun.cli import _config_dir
+from metarun.configs import config_dir
 from tests.integration.cli import TINY, metarun
 
 RESULT_LINE = re.compile(r"test acc (\d+\.\d+)% ± (\d+\.\d+)% \(95% CI, (\d+) episodes")
@@ -78,7 +78,7 @@ def test_checkpoints_are_plain_data(tiny_run) -> None:  # type: ignore[no-untype
 def test_help_lists_the_groups(env: dict[str, str], tmp_path: Path) -> None:
     proc = metarun(["--help"], env, tmp_path)
     assert proc.returncode == 0
-    conf = Path(_config_dir())
+    conf = Path(config_dir())
     for group in ["algo", "data", "task", "backbone", "optim", "device", "train", "eval",
                   "experiment"]:
         options = ", ".join(sorted(f.stem for f in (conf / group).glob("*.yaml")))

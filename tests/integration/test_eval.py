@@ -80,6 +80,7 @@ def test_the_command_line_reproduces_the_run_and_reaches_ensembles(
     (["checkpoint={run}", "split=holdout"], "split must be one of"),
     (["checkpoint={run}", "eval.ways=100000"], "eval.ways = 100000 exceeds the 1692 classes"),
     (["checkpoint={run}", "eval.wayz=3"], "eval.wayz"),
+    (["checkpoint={run}", "seed=-5"], "seed must be an integer from 0 to 2**63 - 1"),
 ])
 def test_bad_input_is_one_line_and_exit_2(trained: Path, tmp_path: Path, env: dict[str, str],
                                           args: list[str], message: str) -> None:

@@ -165,6 +165,13 @@ BAD_INPUTS = [
     (["data.split=vinyals"], "data.split must be 'maml' or 'lake'"),
     (["train.resume=/nonexistent/run"], "train.resume = /nonexistent/run"),
     (["data.root=/nonexistent/data", "data.download=false"], "/nonexistent/data"),
+    # Every key family, not only the core's: types, finiteness, added and removed keys.
+    (["algo.inner_lr=abc"], "algo.inner_lr must be a number; got 'abc'"),
+    (["data=sinusoid", "data.amplitude=abc"], "data.amplitude must be a list like"),
+    (["+algo.bogus=1"], "algo.bogus is not a setting of metarun.algorithms.maml.MAML"),
+    (["~data._target_"], "data._target_ must be set"),
+    (["optim.lr=nan"], "optim.lr must be finite"),
+    (["-m", "seed=0,1", "train.min_lr=nan"], "train.min_lr must be finite"),
     ("corrupt", "is not a readable zip archive"),
     ("unwritable", "cannot be created: Not a directory"),
 ]
@@ -190,3 +197,40 @@ def test_bad_input_fails_early_in_one_clear_line(overrides: list[str] | str, exp
     assert "Traceback" not in output, output
     summary = run_dir / "summary.json"
     assert not summary.exists() or json.loads(summary.read_text())["status"] != "completed"
+
+
+# The same checks, called as the commands call them before Hydra starts (cheap: no process).
+FAMILIES = [
+    (["backbone.hidden=abc"], "backbone.hidden must be an integer; got 'abc'"),
+    (["data.image_size=abc"], "data.image_size must be an integer; got 'abc'"),
+    (["algo.inner_steps=1.5"], "algo.inner_steps must be an integer; got 1.5"),
+    (["data=sinusoid", "data.amplitude=[1,abc]"], "data.amplitude[1] must be a number"),
+    (["algo.inner_lr=inf"], "algo.inner_lr must be a finite number"),
+    (["train.grad_clip=nan"], "train.grad_clip must be a finite number"),
+    (["train.min_lr=nan"], "train.min_lr must be finite"),
+    (["seed=18446744073709551617"], "seed must be at most 2**63 - 1"),
+    (["+backbone.bogus=1"], "backbone.bogus is not a setting of metarun.backbones.conv4.Conv4"),
+    (["~algo._target_"], "algo._target_ must be set"),
+    (["--cfg", "job", "nosuch.key=1"], "Could not override 'nosuch.key'"),
+    (["-m", "seed=0,1", "optim.lr=0.1,nan"],
+     "optim.lr must be finite; got nan (sweep job 1: seed=0 optim.lr=nan)"),
+]
+
+
+@pytest.mark.parametrize(("argv", "expected"), FAMILIES, ids=[" ".join(a) for a, _ in FAMILIES])
+def test_every_key_family_is_checked_before_hydra_starts(argv: list[str],
+                                                         expected: str) -> None:
+    from metarun.cli import check_overrides
+
+    problem = check_overrides(argv)
+    assert problem is not None and expected in problem and "\n" not in problem
+
+
+def test_good_command_lines_pass_the_checks() -> None:
+    from metarun.cli import check_overrides
+
+    for argv in (["algo=protonet", "optim.lr=0.01", "algo.bn_mode=batch"],
+                 ["data=sinusoid", "algo=mamlpp", "data.amplitude=[1,2]"],
+                 ["-m", "algo=maml,anil", "seed=0,1"], ["--cfg", "job"],
+                 ["-m", "hparams_search=maml", "data=sinusoid"]):
+        assert check_overrides(argv) is None, argv

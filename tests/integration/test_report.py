@@ -113,6 +113,27 @@ def test_unfinished_runs_are_marked_with_their_last_step(sweep, tmp_path: Path) 
     assert row["status"] == "unfinished" and row["steps"] == "6"
 
 
+def test_damaged_runs_are_listed_never_dropped(sweep, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    copy = tmp_path / "runs"
+    shutil.copytree(sweep["dir"], copy)
+    (copy / "0" / "summary.json").write_text("garbage")
+    (copy / "1" / "summary.json").write_text(json.dumps({"command": "metarun-eval",
+                                                         "status": "completed"}))
+    summary = json.loads((copy / "2" / "summary.json").read_text())
+    (copy / "2" / "summary.json").write_text(json.dumps({**summary, "steps": "x",
+                                                         "test": "y"}))
+    records = {r.path.name: r for r in find_runs([copy])}
+    assert {records[n].status for n in ("0", "1")} == {"damaged"}
+    assert "summary.json is damaged" in caplog.text
+    assert records["2"].status == "completed"
+    assert report_main([str(copy), "--no-plot", "--out", str(tmp_path / "r")]) == 0
+    with open(tmp_path / "r" / "report.csv", newline="") as f:
+        rows = {row["run"]: row for row in csv.DictReader(f)}
+    assert rows["0"]["status"] == rows["1"]["status"] == "damaged"
+    assert rows["2"]["steps"] == "6" and rows["2"]["test"] == "nan"  # from metrics.jsonl
+
+
 def test_curves_are_redrawn_on_demand(sweep, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     copy = tmp_path / "runs"
     shutil.copytree(sweep["dir"], copy)

@@ -209,7 +209,7 @@ def test_a_second_signal_exits_at_once(monkeypatch) -> None:  # type: ignore[no-
     monkeypatch.setattr(signals.os, "_exit", fake_exit)
     before = signal.getsignal(signal.SIGTERM)
     with signals.StopRequest() as stop:
-        assert not stop.requested
+        assert stop.signal is None
         signal.raise_signal(signal.SIGTERM)
         assert stop.signal == signal.SIGTERM  # the first only asks
         with pytest.raises(Exited) as e:
