@@ -11,6 +11,14 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
+# The suite runs in two pytest-xdist workers (pyproject's addopts: -n 2) on a 2-core machine:
+# each worker, and every process a test starts, gets one thread, since two torch processes
+# with two threads each slow each other down about tenfold (OpenMP oversubscription).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[variable] = "1"
+    torch.set_num_threads(1)
+
 
 def _data_root() -> Path:
     env = os.environ.get("METARUN_DATA")
