@@ -25,17 +25,25 @@ from torch import Tensor
 from metarun.algorithms.base import Algorithm, Predictor
 from metarun.device import resolve_device
 from metarun.engine.checkpoint import load_checkpoint
+from metarun.types import Dataset
 
 
 class Learner:
-    """A meta-trained learner: preprocessing, adaptation and prediction on one device."""
+    """A meta-trained learner: preprocessing, adaptation and prediction on one device.
 
-    def __init__(self, algorithm: Algorithm, dataset: Any, device: torch.device,
+    Attributes:
+        algorithm: the meta-trained model, in meta-test mode.
+        dataset: the dataset it was trained on (its preprocessing and input shape).
+        device: where it runs.
+        config: the run's resolved config.
+    """
+
+    def __init__(self, algorithm: Algorithm, dataset: Dataset, device: torch.device,
                  config: DictConfig) -> None:
         self.algorithm = algorithm
+        self.dataset = dataset
         self.device = device
         self.config = config
-        self._dataset = dataset
 
     def preprocess(self, images: Sequence[Any]) -> Tensor:
         """Raw inputs to model input with exactly the training preprocessing.
@@ -49,7 +57,7 @@ class Learner:
         """
         if len(images) == 0:
             raise ValueError("preprocess needs at least one input; got none")
-        return self._dataset.preprocess(images).to(self.device)
+        return self.dataset.preprocess(images).to(self.device)
 
     def adapt(self, support_x: Tensor,
               support_y: Tensor | Sequence[int] | Sequence[float]) -> Predictor:
@@ -64,36 +72,8 @@ class Learner:
         """
         if len(support_x) == 0:
             raise ValueError("the support set is empty: adapt needs at least one example")
-        if self.algorithm.task_type.name == "regression":
-            targets = torch.as_tensor(support_y, dtype=torch.float32, device=self.device)
-            targets = targets[:, None] if targets.dim() == 1 else targets
-            if len(targets) != len(support_x):
-                raise ValueError("support_y must hold one target per support input")
-            return self.algorithm.adapt(support_x.to(self.device), targets)
-        return self.algorithm.adapt(support_x.to(self.device),
-                                    _labels(support_y, len(support_x), self.device))
-
-
-def _labels(support_y: Tensor | Sequence[int] | Sequence[float], count: int,
-            device: torch.device) -> Tensor:
-    """Classification labels as a long tensor, refusing anything but the integers 0..N-1 (each
-    present), one per support image; ``0.5`` is an error, not label 0."""
-    values = torch.as_tensor(support_y)
-    if values.dim() != 1 or len(values) != count:
-        raise ValueError(f"support_y must hold one label per support image ({count}); got "
-                         f"shape {tuple(values.shape)}")
-    if values.is_floating_point() or values.is_complex():
-        if not bool((values == values.round()).all()):
-            raise ValueError("support_y must hold whole-number labels 0..N-1; got "
-                             f"{values.tolist()}")
-    elif values.dtype == torch.bool:
-        raise ValueError("support_y must hold integer labels 0..N-1, not booleans")
-    labels = values.long()
-    ways = int(labels.max()) + 1
-    if labels.min() < 0 or set(labels.tolist()) != set(range(ways)):
-        raise ValueError("support_y must hold one label per support image, covering 0..N-1 "
-                         "with every label present")
-    return labels.to(device)
+        targets = self.algorithm.task_type.targets(support_y, len(support_x), self.device)
+        return self.algorithm.adapt(support_x.to(self.device), targets)
 
 
 def load(path: str | Path, device: str = "auto") -> Learner:
@@ -112,29 +92,9 @@ def load(path: str | Path, device: str = "auto") -> Learner:
         ValueError: the file is not a loadable metarun checkpoint, or its config names
             something metarun does not ship (one line each).
     """
-    return restore(load_checkpoint(path, map_location="cpu"), device, source=str(path))
+    from metarun import build
 
-
-def restore(blob: dict[str, Any], device: str = "auto", source: str = "checkpoint") -> Learner:
-    """The learner of a checkpoint already read by
-    :func:`~metarun.engine.checkpoint.load_checkpoint` from ``source`` (see :func:`load`)."""
-    from hydra.utils import instantiate
-
-    from metarun.configs import trusted_config
-    from metarun.run import build_algorithm
-
-    config = trusted_config(blob, source)  # before anything is imported or built
+    restored = build.restore(load_checkpoint(path, map_location="cpu"), source=str(path))
     target = resolve_device(device)
-    dataset = instantiate(config.data)
-    algorithm = build_algorithm(config, dataset, blob.get("train_classes"))
-    state = blob.get("algorithm")
-    if not isinstance(state, dict):
-        raise ValueError(f"{source} holds no model weights")
-    try:
-        algorithm.load_state_dict(state)
-    except RuntimeError as e:  # torch lists every mismatched tensor, over many lines
-        first = str(e).strip().splitlines()[0]
-        raise ValueError(f"{source}: the saved weights do not fit the model its config "
-                         f"describes ({first})") from None
-    algorithm.to(target).eval()
-    return Learner(algorithm, dataset, target, config)
+    restored.algorithm.to(target).eval()
+    return Learner(restored.algorithm, restored.dataset, target, restored.config)

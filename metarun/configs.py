@@ -12,7 +12,7 @@ new component's YAML file allows it, and no list here needs editing.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,10 @@ LOCATION_KEYS = ("data.root", "data.cache_dir", "data.download", "train.resume",
                  "train.log_every", "train.checkpoint_every")
 
 
+#: ``metarun-eval``'s ``ensemble=``: how several checkpoints are combined.
+ENSEMBLE_METHODS = ("average", "select", "fuse")
+
+
 def config_dir() -> str:
     """``conf/`` inside the installed package, or at the top of a source checkout."""
     here = Path(__file__).resolve().parent
@@ -30,6 +34,19 @@ def config_dir() -> str:
         if (candidate / "config.yaml").is_file():
             return str(candidate)
     raise RuntimeError(f"metarun's conf/ folder is missing next to {here}; reinstall metarun")
+
+
+def leaves(node: Any, where: str = "", lists: bool = True) -> Iterator[tuple[str, Any]]:
+    """``(dotted key, value)`` of every leaf of a plain (resolved) config; list elements are
+    leaves ``key[i]``, or with ``lists=False`` a list is one leaf."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from leaves(value, f"{where}.{key}" if where else str(key), lists)
+    elif lists and isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from leaves(value, f"{where}[{i}]", lists)
+    else:
+        yield where, node
 
 
 class UntrustedConfigError(ValueError):

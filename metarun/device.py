@@ -10,11 +10,11 @@ import re
 
 import torch
 
+from metarun.errors import DeviceUnavailableError
+
+__all__ = ["DeviceUnavailableError", "resolve_device"]
+
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda)(?::(\d+))?$")
-
-
-class DeviceUnavailableError(RuntimeError):
-    """The requested device exists in the spec but not on this machine."""
 
 
 def resolve_device(spec: str) -> torch.device:

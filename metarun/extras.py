@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import importlib.util
 
+from metarun.errors import MissingExtraError
+
 #: extra -> (the module it provides, what needs it)
 EXTRAS = {
     "sweep": ("hydra_plugins.hydra_optuna_sweeper", "hparams_search (Hydra's Optuna sweeper)"),
     "joblib": ("hydra_plugins.hydra_joblib_launcher", "hydra/launcher=joblib"),
     "tensorboard": ("tensorboard", "logger=tensorboard"),
 }
-
-
-class MissingExtraError(RuntimeError):
-    """An optional feature was asked for without its package installed."""
 
 
 def installed(extra: str) -> bool:

@@ -1,4 +1,6 @@
-"""Plain data types that cross module boundaries.
+"""The types and interfaces that cross module boundaries: episodes and what algorithms
+train on, and the Dataset, Backbone and sampler contracts. Imports nothing else of metarun
+but the task types.
 
 Naming follows the field's convention: *support* and *query* are the two halves of one task,
 *train*, *val* and *test* are only ever dataset splits (sets of classes).
@@ -6,13 +8,16 @@ Naming follows the field's convention: *support* and *query* are the two halves 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import hashlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, fields, replace
 from enum import Enum
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+
+from metarun.tasktypes import TaskType
 
 
 class Split(str, Enum):
@@ -21,6 +26,15 @@ class Split(str, Enum):
     TRAIN = "train"
     VAL = "val"
     TEST = "test"
+
+    @classmethod
+    def parse(cls, name: str) -> Split:
+        """The split called ``name``; ``ValueError`` naming the splits otherwise."""
+        try:
+            return cls(name)
+        except ValueError:
+            raise ValueError(f"split must be one of {[s.value for s in cls]}; got "
+                             f"{name!r}") from None
 
 
 _T = TypeVar("_T", bound="_Tensors")
@@ -117,20 +131,6 @@ class EvalResult:
                 "episodes": self.episodes}
 
 
-@dataclass
-class RunResult:
-    """What :func:`metarun.run.run` returns: the summary it wrote, and where."""
-
-    summary: dict[str, Any]
-    output_dir: str
-
-    @property
-    def objective(self) -> float:
-        """The sweep objective: the best validation value of the run's metric (accuracy is
-        maximised, MSE minimised; ``summary["higher_is_better"]`` says which)."""
-        return float(self.summary["val"][f"best_{self.summary['metric']}"])
-
-
 @dataclass(frozen=True)
 class PairBatch(_Tensors):
     """Image pairs for verification (same class or not), drawn from one split.
@@ -159,3 +159,134 @@ class LabelledBatch(_Tensors):
 
     x: Tensor
     y: Tensor
+
+
+# What an algorithm meta-trains on (Algorithm.training_data); the builder makes the sampler.
+@dataclass(frozen=True)
+class EpisodeData:
+    """N-way K-shot Q-query episodes (an :class:`EpisodeBatch` per step)."""
+
+    ways: int
+    shots: int
+    queries: int
+
+
+@dataclass(frozen=True)
+class PairData:
+    """Verification pairs (a :class:`PairBatch` per step): ``pairs`` per task,
+    ``same_fraction`` of them from one class."""
+
+    pairs: int
+    same_fraction: float
+
+
+@dataclass(frozen=True)
+class ImageData:
+    """Labelled images over every training class (a :class:`LabelledBatch` per step):
+    ``batch_size`` per task, from a train split of ``classes`` classes (the head's width)."""
+
+    batch_size: int
+    classes: int
+
+
+TrainingData = EpisodeData | PairData | ImageData
+
+
+_I = TypeVar("_I", bound="TaskIndex")
+
+
+class TaskIndex:
+    """Mixin for frozen dataclasses that describe a batch of tasks with CPU tensors, one row
+    per task: enough to rebuild the tasks, small enough to hash."""
+
+    def __len__(self) -> int:
+        return int(getattr(self, fields(self)[0].name).shape[0])  # type: ignore[arg-type]
+
+    def __getitem__(self: _I, s: slice) -> _I:
+        return replace(self, **{f.name: getattr(self, f.name)[s]  # type: ignore
+                                for f in fields(self)})  # type: ignore[arg-type]
+
+    @classmethod
+    def cat(cls: type[_I], parts: list[_I]) -> _I:
+        return cls(**{f.name: torch.cat([getattr(p, f.name) for p in parts])
+                      for f in fields(cls)})  # type: ignore[arg-type]
+
+    def update_hash(self, h: hashlib._Hash) -> None:
+        for f in fields(self):  # type: ignore[arg-type]
+            h.update(getattr(self, f.name).contiguous().numpy().tobytes())
+
+
+class TaskSampler(Protocol):
+    """A split's episode sampler: draw task indices with a CPU generator, then build them
+    (so fixed evaluation episodes are indices, hashed and rebuilt on any device)."""
+
+    def sample_indices(self, n: int, generator: torch.Generator) -> Any: ...
+
+    def materialize(self, index: Any) -> EpisodeBatch: ...
+
+    def sample(self, n: int, generator: torch.Generator) -> EpisodeBatch: ...
+
+
+class TrainSampler(Protocol):
+    """What the trainer draws from: ``n`` groups (tasks, pair groups, image batches) per step
+    with a CPU generator. Episode samplers are one kind."""
+
+    def sample(self, n: int, generator: torch.Generator) -> Any: ...
+
+
+@runtime_checkable
+class TaskSource(Protocol):
+    """One split of a dataset: a set of classes, or a family of functions."""
+
+    @property
+    def description(self) -> str: ...
+
+    def to(self, device: torch.device | str) -> TaskSource: ...
+
+    def sampler(self, ways: int, shots: int, queries: int,
+                setting: str = "task") -> TaskSampler: ...
+
+
+@runtime_checkable
+class ClassSource(TaskSource, Protocol):
+    """A split made of classes of images, which non-episodic training (pairs, labelled images)
+    can draw from: ``images`` is ``[num_classes, per_class, C, H, W]`` uint8."""
+
+    images: Tensor
+
+    @property
+    def num_classes(self) -> int: ...
+
+    @property
+    def per_class(self) -> int: ...
+
+
+class Dataset(Protocol):
+    """A dataset (``data=`` config group): splits of disjoint classes and how raw inputs become
+    model inputs.
+
+    Attributes:
+        task_type: what its tasks ask for (classification, regression).
+        input_shape: the shape of one model input (``[C, H, W]`` images, ``[D]`` vectors).
+    """
+
+    task_type: TaskType
+
+    @property
+    def input_shape(self) -> tuple[int, ...]: ...
+
+    def load(self) -> dict[Split, TaskSource]:
+        """Every split, on the CPU (reading, decoding or downloading as needed)."""
+        ...
+
+    def preprocess(self, raw: Sequence[Any]) -> Tensor:
+        """Raw inputs (PIL images, arrays, numbers) to a batch of model inputs."""
+        ...
+
+
+class Backbone(nn.Module):
+    """A feature extractor (``backbone=`` config group): ``[B, *input_shape]`` to
+    ``[B, out_dim]``. Subclasses set both attributes in ``__init__``."""
+
+    input_shape: tuple[int, ...]
+    out_dim: int

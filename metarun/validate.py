@@ -19,6 +19,8 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from metarun.configs import leaves
+
 _INT, _NUM = "an integer", "a number"
 #: torch seeds are 64-bit signed integers.
 MAX_SEED = 2**63 - 1
@@ -57,6 +59,7 @@ def validate_config(cfg: DictConfig) -> None:
     """Raise ``ValueError`` naming the first key whose value is of the wrong type or out of
     range: the core keys' rules, then finiteness and the components' keys."""
     _check_rules(cfg)
+    _check_schedule(cfg)
     check_finite(cfg)
     check_component_keys(cfg)
     name = OmegaConf.select(cfg, "device.name", default=None)
@@ -84,26 +87,35 @@ def _check_rules(cfg: DictConfig) -> None:
             raise ValueError(f"seed must be at most 2**63 - 1 = {MAX_SEED}; got {value}")
 
 
-def _leaves(node: Any, where: str = "") -> Iterator[tuple[str, Any]]:
-    """``(dotted key, value)`` of every leaf of a plain config (lists indexed ``key[i]``)."""
-    if isinstance(node, dict):
-        for key, value in node.items():
-            yield from _leaves(value, f"{where}.{key}" if where else str(key))
-    elif isinstance(node, list):
-        for i, value in enumerate(node):
-            yield from _leaves(value, f"{where}[{i}]")
-    else:
-        yield where, node
+def _check_schedule(cfg: DictConfig) -> None:
+    """The keys of ``train`` that are not plain counts: schedule, its factor, clipping."""
+    from metarun.engine.schedules import SCHEDULES
+
+    train = OmegaConf.select(cfg, "train", default=None)
+    if not train:
+        return
+    name = train.get("lr_schedule", "constant")
+    if name not in SCHEDULES:
+        raise ValueError(f"train.lr_schedule must be one of {', '.join(SCHEDULES)}; got "
+                         f"{name!r}")
+    gamma = train.get("lr_gamma", 0.5)
+    if _is(_NUM, gamma) and not 0 < gamma <= 1:
+        raise ValueError(f"train.lr_gamma must be in (0, 1]; got {gamma}")
+    clip = train.get("grad_clip")
+    if clip is not None and (not _is(_NUM, clip) or clip <= 0):
+        raise ValueError(f"train.grad_clip must be a positive number or null; got {clip!r}")
 
 
 def _plain(cfg: DictConfig) -> dict[str, Any]:
-    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(plain, dict)
+    return {str(k): v for k, v in plain.items()}
 
 
 def check_finite(cfg: DictConfig) -> None:
     """Refuse NaN and infinity in any key (none of metarun's settings means anything by
     them)."""
-    for key, value in _leaves(_plain(cfg)):
+    for key, value in leaves(_plain(cfg)):
         if isinstance(value, float) and not math.isfinite(value):
             raise ValueError(f"{key} must be a finite number; got {value}")
 
@@ -153,14 +165,14 @@ def check_value_types(cfg: DictConfig, defaults: DictConfig) -> None:
     Raises:
         ValueError: naming the key, the kind of value expected and the value given.
     """
-    before = dict(_leaves(_plain(defaults)))
+    before = dict(leaves(_plain(defaults)))
     now = _plain(cfg)
     for key in {k.rsplit("[", 1)[0] for k in before if k.endswith("]")}:
         value = OmegaConf.select(cfg, key, default=None)
         if value is not None and not isinstance(value, (list, ListConfig)):
             raise ValueError(f"{key} must be a list like {OmegaConf.select(defaults, key)}; "
                              f"got {value!r}")
-    for key, value in _leaves(now):
+    for key, value in leaves(now):
         old = before.get(key)
         if isinstance(old, bool) or not isinstance(old, numbers.Real) or value is None:
             continue

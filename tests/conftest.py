@@ -1,5 +1,7 @@
-"""Shared fixtures. Tests never download: Omniglot comes from ``$METARUN_DATA`` or the
-workspace copy in ``../shared/data``; the decoded cache is built once per session."""
+"""Shared fixtures. Omniglot comes from ``$METARUN_DATA`` or the workspace copy in
+``../shared/data`` (never the network, then), else it is fetched once into the test cache,
+else the tests that need it skip (tests/data.py); the decoded cache is built once per
+session."""
 
 from __future__ import annotations
 
@@ -8,8 +10,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
-REPO = Path(__file__).resolve().parents[1]
 
 # The suite runs in two pytest-xdist workers (pyproject's addopts: -n 2) on a 2-core machine:
 # each worker, and every process a test starts, gets one thread, since two torch processes
@@ -20,29 +20,31 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
 
 
-def _data_root() -> Path:
-    env = os.environ.get("METARUN_DATA")
-    return Path(env).resolve() if env else (REPO.parent / "shared" / "data").resolve()
-
-
-DATA_ROOT = _data_root()
-HAVE_OMNIGLOT = (DATA_ROOT / "omniglot" / "images_background.zip").exists() or (
-    DATA_ROOT / "omniglot" / "images_background"
-).is_dir()
-
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     skip_cuda = pytest.mark.skip(reason="needs a CUDA device")
     for item in items:
         if "cuda" in item.keywords and not torch.cuda.is_available():
             item.add_marker(skip_cuda)
+    # The longest tests start first (a stable sort, the same in every worker), so that the
+    # two workers of `--dist load` end together instead of one waiting on a long test
+    # collected last.
+    items.sort(key=lambda item: item.get_closest_marker("longest") is None)
+
+
+def _test_cache() -> Path:
+    return Path(os.environ.get("METARUN_TEST_CACHE")
+                or Path.home() / ".cache" / "metarun-tests")
 
 
 @pytest.fixture(scope="session")
 def data_root() -> Path:
-    if not HAVE_OMNIGLOT:
-        pytest.fail(f"Omniglot not found under {DATA_ROOT}/omniglot; set METARUN_DATA")
-    return DATA_ROOT
+    """The folder whose ``omniglot/`` holds the official archives (tests/data.py)."""
+    from tests.data import candidates, find_omniglot
+
+    root, problem = find_omniglot(candidates(), _test_cache() / "data")
+    if root is None:
+        pytest.skip(problem)
+    return root
 
 
 @pytest.fixture(scope="session")

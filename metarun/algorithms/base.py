@@ -15,9 +15,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from metarun.data.episodes import TaskSource, TrainSampler
-from metarun.tasktypes import CLASSIFICATION, TaskType
-from metarun.types import Episode, StepOutput
+from metarun.tasktypes import CLASSIFICATION, Classification, TaskType
+from metarun.types import Episode, EpisodeData, StepOutput, TrainingData
 
 BN_MODES = ("batch", "running")
 
@@ -55,37 +54,39 @@ class Algorithm(nn.Module, ABC):
     ``uses_train_classes`` and takes a ``train_classes`` argument.
     """
 
-    task_types: tuple[str, ...] = ("classification",)
+    task_types: tuple[type[TaskType], ...] = (Classification,)
     uses_train_classes: ClassVar[bool] = False
 
     def __init__(self, bn_mode: str = "running", task_type: TaskType = CLASSIFICATION) -> None:
         super().__init__()
         if bn_mode not in BN_MODES:
             raise ValueError(f"algo.bn_mode must be one of {BN_MODES}; got {bn_mode!r}")
-        if task_type.name not in self.task_types:
+        if not isinstance(task_type, self.task_types):
+            names = " and ".join(t.name for t in self.task_types)
             raise ValueError(
-                f"{type(self).__name__} learns {' and '.join(self.task_types)} tasks only; "
+                f"{type(self).__name__} learns {names} tasks only; "
                 f"this dataset's tasks are {task_type.name}"
             )
         self.bn_mode = bn_mode
         self.task_type = task_type
 
-    def train_sampler(self, source: TaskSource, ways: int, shots: int,
-                      queries: int) -> TrainSampler:
-        """What this algorithm meta-trains on, drawn from the train split ``source``.
+    def training_data(self, task: EpisodeData) -> TrainingData:
+        """What this algorithm meta-trains on, given the configured training ``task`` shape;
+        the builder draws it from the train split, and it is the ``batch`` of
+        :meth:`meta_train_step`.
 
-        The default: N-way K-shot Q-query episodes (an
+        The default: those N-way K-shot Q-query episodes (an
         :class:`~metarun.types.EpisodeBatch` per step). Learners that train on something else
-        (verification pairs, labelled images) return their own sampler; whatever it draws is
-        the ``batch`` of :meth:`meta_train_step`.
+        return :class:`~metarun.types.PairData` (verification pairs) or
+        :class:`~metarun.types.ImageData` (labelled images).
         """
-        return source.sampler(ways, shots, queries)
+        return task
 
     @abstractmethod
     def meta_train_step(self, batch: Any) -> StepOutput:
         """Forward pass of one meta-training step: the meta-loss over ``batch`` and metrics.
 
-        ``batch`` is what :meth:`train_sampler`'s sampler draws (by default an
+        ``batch`` is what :meth:`training_data` declares (by default an
         :class:`~metarun.types.EpisodeBatch`).
 
         The returned loss is differentiable w.r.t. the meta-parameters; ``metrics`` holds
@@ -116,8 +117,9 @@ class Algorithm(nn.Module, ABC):
 
     def check_labels(self, support_y: Tensor) -> None:
         """For classification, check the support labels' way count with :meth:`check_task`."""
-        if self.task_type.name == "classification":
-            self.check_task(int(support_y.max()) + 1)
+        ways = self.task_type.ways_of(support_y)
+        if ways is not None:
+            self.check_task(ways)
 
     def evaluate(self, episode: Episode) -> tuple[float, float]:
         """Adapt to the support set, then return (query loss, query metric)."""

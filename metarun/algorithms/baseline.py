@@ -10,10 +10,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from metarun.algorithms.base import Algorithm
-from metarun.data.batches import ImageSampler
-from metarun.data.episodes import ClassImages, TaskSource, TrainSampler
 from metarun.tasktypes import CLASSIFICATION, TaskType
-from metarun.types import LabelledBatch, StepOutput
+from metarun.types import Backbone, EpisodeData, ImageData, LabelledBatch, StepOutput
 
 HEADS = ("linear", "cosine")
 
@@ -62,7 +60,7 @@ class Baseline(Algorithm):
 
     uses_train_classes = True
 
-    def __init__(self, backbone: nn.Module, train_classes: int, head: str = "linear",
+    def __init__(self, backbone: Backbone, train_classes: int, head: str = "linear",
                  scale: float = 2.0, batch_size: int = 64, finetune_steps: int = 100,
                  finetune_lr: float = 0.1, weight_decay: float = 1e-3,
                  bn_mode: str = "running", task_type: TaskType = CLASSIFICATION) -> None:
@@ -84,24 +82,16 @@ class Baseline(Algorithm):
         self.batch_size = batch_size
         self.finetune_steps, self.finetune_lr = finetune_steps, finetune_lr
         self.weight_decay = weight_decay
-        dim: int = backbone.out_dim  # type: ignore[assignment]
-        self.classifier = nn.Linear(dim, train_classes, bias=head == "linear")
+        self.classifier = nn.Linear(backbone.out_dim, train_classes, bias=head == "linear")
 
-    def train_sampler(self, source: TaskSource, ways: int, shots: int,
-                      queries: int) -> TrainSampler:
-        if not isinstance(source, ClassImages):
-            raise ValueError("the fine-tuning baselines pre-train on labelled images; this "
-                             "dataset has no classes of images")
-        if source.num_classes != self.classifier.out_features:
-            raise ValueError(f"the train split has {source.num_classes} classes; this model's "
-                             f"head has {self.classifier.out_features}")
-        return ImageSampler(source, self.batch_size)
+    def training_data(self, task: EpisodeData) -> ImageData:
+        return ImageData(self.batch_size, self.classifier.out_features)
 
     def meta_train_step(self, batch: LabelledBatch) -> StepOutput:
         logits = head_logits(self.backbone(batch.x), self.classifier.weight,
                              self.classifier.bias, self.head, self.scale)
         loss, acc = self.task_type.loss_and_score(logits, batch.y)
-        return StepOutput(loss, {"acc": float(acc)})
+        return StepOutput(loss, {self.task_type.metric: float(acc)})
 
     def fit_head(self, support_z: Tensor, support_y: Tensor,
                  ways: int) -> tuple[Tensor, Tensor | None]:

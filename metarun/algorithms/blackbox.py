@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from metarun.algorithms.metric import MetricAlgorithm
 from metarun.tasktypes import CLASSIFICATION, TaskType
+from metarun.types import Backbone
 
 
 class _DenseBlock(nn.Module):
@@ -82,7 +83,7 @@ class BlackBox(MetricAlgorithm):
         task_type: the data's task type (classification only).
     """
 
-    def __init__(self, backbone: nn.Module, max_ways: int = 5, max_shots: int = 5,
+    def __init__(self, backbone: Backbone, max_ways: int = 5, max_shots: int = 5,
                  filters: int = 64, key_size: int = 64, value_size: int = 32,
                  bn_mode: str = "running", task_type: TaskType = CLASSIFICATION) -> None:
         super().__init__(backbone, bn_mode=bn_mode, task_type=task_type)
@@ -95,7 +96,7 @@ class BlackBox(MetricAlgorithm):
         self.max_ways, self.max_shots = max_ways, max_shots
         length = max_ways * max_shots + 1
         dilations = [2**i for i in range(max(1, math.ceil(math.log2(length))))]
-        channels = int(backbone.out_dim) + max_ways  # type: ignore[arg-type]
+        channels = backbone.out_dim + max_ways
         layers: list[nn.Module] = []
 
         def attention() -> None:

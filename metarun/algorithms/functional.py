@@ -77,23 +77,6 @@ def inner_trajectory(
     return trajectory
 
 
-def inner_loop(
-    module: nn.Module,
-    params: Mapping[str, Tensor],
-    x: Tensor,
-    y: Tensor,
-    loss_fn: LossFn,
-    steps: int,
-    lr: StepSize | Callable[[int], StepSize],
-    create_graph: bool,
-    state: StepState | None = None,
-    functional: bool = False,
-) -> Params:
-    """The fast weights after :func:`inner_trajectory`'s last step (``params`` for 0 steps)."""
-    return inner_trajectory(module, params, x, y, loss_fn, steps, lr, create_graph, state,
-                            functional)[-1]
-
-
 def _gradients(module: nn.Module, fast: Params, x: Tensor, y: Tensor, loss_fn: LossFn,
                state: Mapping[str, Tensor] | None, create_graph: bool,
                functional: bool) -> list[Tensor | None]:

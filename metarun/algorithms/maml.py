@@ -15,8 +15,8 @@ from metarun.algorithms.functional import (
     forward,
     inner_trajectory,
 )
-from metarun.tasktypes import CLASSIFICATION, TaskType
-from metarun.types import EpisodeBatch, StepOutput
+from metarun.tasktypes import CLASSIFICATION, Classification, Regression, TaskType
+from metarun.types import Backbone, EpisodeBatch, StepOutput
 
 
 class MAML(Algorithm):
@@ -43,11 +43,11 @@ class MAML(Algorithm):
         task_type: the data's task type (passed at run time).
     """
 
-    task_types = ("classification", "regression")
+    task_types = (Classification, Regression)
 
     def __init__(
         self,
-        backbone: nn.Module,
+        backbone: Backbone,
         ways: int,
         inner_lr: float = 0.4,
         inner_steps: int = 1,
@@ -59,7 +59,7 @@ class MAML(Algorithm):
         task_type: TaskType = CLASSIFICATION,
     ) -> None:
         super().__init__(bn_mode=bn_mode, task_type=task_type)
-        if task_type.name == "classification" and ways < 2:
+        if task_type.has_classes and ways < 2:
             raise ValueError(f"algo.ways must be at least 2; got {ways}")
         if inner_lr <= 0 or (test_inner_lr is not None and test_inner_lr <= 0):
             raise ValueError(
@@ -72,7 +72,7 @@ class MAML(Algorithm):
                 f"got {inner_steps}, {test_inner_steps}"
             )
         self.ways = ways
-        out_dim: int = backbone.out_dim  # type: ignore[assignment]
+        out_dim = backbone.out_dim
         self.net = nn.Sequential(backbone, nn.Linear(out_dim, task_type.outputs(ways)))
         self.inner_lr, self.inner_steps = float(inner_lr), int(inner_steps)
         self.test_inner_lr = float(inner_lr if test_inner_lr is None else test_inner_lr)
@@ -86,7 +86,7 @@ class MAML(Algorithm):
             )
 
     def check_task(self, ways: int) -> None:
-        if self.task_type.name == "classification" and ways != self.ways:
+        if self.task_type.has_classes and ways != self.ways:
             raise ValueError(
                 f"{type(self).__name__}'s head is {self.ways}-way, so it can only be evaluated "
                 f"on {self.ways}-way tasks; got {ways}-way"

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from metarun.algorithms.functional import Params, StepSize, StepState, forward, param_key
 from metarun.algorithms.maml import MAML
 from metarun.tasktypes import CLASSIFICATION, TaskType
+from metarun.types import Backbone
 
 
 def msl_weights(steps: int, epoch: int, msl_epochs: int) -> Tensor:
@@ -69,7 +70,7 @@ class MAMLpp(MAML):
 
     def __init__(
         self,
-        backbone: nn.Module,
+        backbone: Backbone,
         ways: int,
         inner_lr: float = 0.1,
         inner_steps: int = 5,

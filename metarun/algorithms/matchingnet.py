@@ -8,6 +8,7 @@ from torch import Tensor, nn
 
 from metarun.algorithms.metric import MetricAlgorithm
 from metarun.tasktypes import CLASSIFICATION, TaskType
+from metarun.types import Backbone
 
 
 class MatchingNet(MetricAlgorithm):
@@ -33,13 +34,13 @@ class MatchingNet(MetricAlgorithm):
         task_type: the data's task type (classification only).
     """
 
-    def __init__(self, backbone: nn.Module, fce: bool = False, fce_steps: int = 5,
+    def __init__(self, backbone: Backbone, fce: bool = False, fce_steps: int = 5,
                  bn_mode: str = "running", task_type: TaskType = CLASSIFICATION) -> None:
         super().__init__(backbone, bn_mode=bn_mode, task_type=task_type)
         if fce_steps < 1:
             raise ValueError(f"algo.fce_steps must be at least 1; got {fce_steps}")
         self.fce, self.fce_steps = fce, fce_steps
-        dim: int = backbone.out_dim  # type: ignore[assignment]
+        dim = backbone.out_dim
         if fce:
             self.support_lstm = nn.LSTM(dim, dim, bidirectional=True, batch_first=True)
             self.query_cell = nn.LSTMCell(dim, dim)

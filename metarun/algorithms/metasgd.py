@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from metarun.algorithms.functional import param_key
 from metarun.algorithms.maml import MAML
 from metarun.tasktypes import CLASSIFICATION, TaskType
+from metarun.types import Backbone
 
 
 class MetaSGD(MAML):
@@ -33,7 +34,7 @@ class MetaSGD(MAML):
 
     def __init__(
         self,
-        backbone: nn.Module,
+        backbone: Backbone,
         ways: int,
         inner_lr: float = 0.4,
         inner_steps: int = 1,

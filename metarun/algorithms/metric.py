@@ -12,11 +12,11 @@ from abc import abstractmethod
 from collections.abc import Callable
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from metarun.algorithms.base import Algorithm
 from metarun.tasktypes import CLASSIFICATION, TaskType
-from metarun.types import Episode, EpisodeBatch, StepOutput
+from metarun.types import Backbone, Episode, EpisodeBatch, StepOutput
 
 
 class MetricAlgorithm(Algorithm):
@@ -30,7 +30,7 @@ class MetricAlgorithm(Algorithm):
         task_type: the data's task type (classification only).
     """
 
-    def __init__(self, backbone: nn.Module, bn_mode: str = "running",
+    def __init__(self, backbone: Backbone, bn_mode: str = "running",
                  task_type: TaskType = CLASSIFICATION) -> None:
         super().__init__(bn_mode=bn_mode, task_type=task_type)
         self.backbone = backbone

@@ -8,6 +8,7 @@ from torch import Tensor, nn
 
 from metarun.algorithms.metric import MetricAlgorithm
 from metarun.tasktypes import CLASSIFICATION, TaskType
+from metarun.types import Backbone
 
 
 class RelationNet(MetricAlgorithm):
@@ -30,12 +31,12 @@ class RelationNet(MetricAlgorithm):
         task_type: the data's task type (classification only).
     """
 
-    def __init__(self, backbone: nn.Module, hidden: int = 8, bn_mode: str = "running",
+    def __init__(self, backbone: Backbone, hidden: int = 8, bn_mode: str = "running",
                  task_type: TaskType = CLASSIFICATION) -> None:
         super().__init__(backbone, bn_mode=bn_mode, task_type=task_type)
         if hidden < 1:
             raise ValueError(f"algo.hidden must be at least 1; got {hidden}")
-        dim: int = backbone.out_dim  # type: ignore[assignment]
+        dim = backbone.out_dim
         # Batch norm before the ReLU, as in every layer of the paper's relation module: without
         # it the 8 hidden units on non-negative embeddings can all start dead (constant scores).
         self.relation = nn.Sequential(nn.Linear(2 * dim, hidden), nn.BatchNorm1d(hidden),

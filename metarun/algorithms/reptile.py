@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.func import functional_call
 
 from metarun.algorithms.maml import MAML
 from metarun.tasktypes import CLASSIFICATION, TaskType
-from metarun.types import EpisodeBatch, StepOutput
+from metarun.types import Backbone, EpisodeBatch, StepOutput
 
 INNER_OPTIMIZERS = ("sgd", "adam")
 
@@ -45,7 +45,7 @@ class Reptile(MAML):
 
     def __init__(
         self,
-        backbone: nn.Module,
+        backbone: Backbone,
         ways: int,
         inner_lr: float = 0.001,
         inner_steps: int = 5,

@@ -7,10 +7,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from metarun.algorithms.metric import MetricAlgorithm
-from metarun.data.batches import PairSampler
-from metarun.data.episodes import ClassImages, TaskSource, TrainSampler
 from metarun.tasktypes import CLASSIFICATION, TaskType
-from metarun.types import PairBatch, StepOutput
+from metarun.types import Backbone, EpisodeData, PairBatch, PairData, StepOutput
 
 
 class Siamese(MetricAlgorithm):
@@ -33,7 +31,7 @@ class Siamese(MetricAlgorithm):
         task_type: the data's task type (classification only).
     """
 
-    def __init__(self, backbone: nn.Module, pairs: int = 32, same_fraction: float = 0.5,
+    def __init__(self, backbone: Backbone, pairs: int = 32, same_fraction: float = 0.5,
                  bn_mode: str = "running", task_type: TaskType = CLASSIFICATION) -> None:
         super().__init__(backbone, bn_mode=bn_mode, task_type=task_type)
         if pairs < 1:
@@ -41,14 +39,10 @@ class Siamese(MetricAlgorithm):
         if not 0.0 <= same_fraction <= 1.0:
             raise ValueError(f"algo.same_fraction must be in [0, 1]; got {same_fraction}")
         self.pairs, self.same_fraction = pairs, same_fraction
-        self.verify = nn.Linear(backbone.out_dim, 1)  # type: ignore[arg-type]
+        self.verify = nn.Linear(backbone.out_dim, 1)
 
-    def train_sampler(self, source: TaskSource, ways: int, shots: int,
-                      queries: int) -> TrainSampler:
-        if not isinstance(source, ClassImages):
-            raise ValueError("Siamese networks train on image pairs; this dataset has no "
-                             "classes of images")
-        return PairSampler(source, self.pairs, self.same_fraction)
+    def training_data(self, task: EpisodeData) -> PairData:
+        return PairData(self.pairs, self.same_fraction)
 
     def similarity(self, a: Tensor, b: Tensor) -> Tensor:
         """Verification logits of every pair: ``[n, D]`` and ``[m, D]`` to ``[n, m]``."""
@@ -66,11 +60,11 @@ class Siamese(MetricAlgorithm):
         member = F.one_hot(support_y, ways).T.bool()  # [ways, S]
         return logits[:, None, :].masked_fill(~member[None], float("-inf")).amax(-1)
 
-    # It trains on pairs, not episodes (see train_sampler): the batch type differs on purpose.
+    # It trains on pairs, not episodes (see training_data): the batch type differs on purpose.
     def meta_train_step(self, batch: PairBatch) -> StepOutput:  # type: ignore[override]
         n = batch.first.shape[0]
         z = self.backbone(torch.cat([batch.first, batch.second]))  # one set of BN statistics
         logits = self.verify_logits(z[:n], z[n:])
         loss = F.binary_cross_entropy_with_logits(logits, batch.same)
         acc = ((logits > 0).to(batch.same.dtype) == batch.same).float().mean()
-        return StepOutput(loss, {"acc": float(acc)})
+        return StepOutput(loss, {self.task_type.metric: float(acc)})

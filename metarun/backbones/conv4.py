@@ -5,9 +5,10 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from metarun.backbones.norm import BatchNorm2d
+from metarun.types import Backbone
 
 
-class Conv4(nn.Module):
+class Conv4(Backbone):
     """Blocks of [3x3 conv, batch norm, ReLU, 2x2 max-pool], then flatten.
 
     On 28x28 Omniglot four blocks of 64 filters give a 64-d embedding; on 84x84 images,
@@ -24,11 +25,13 @@ class Conv4(nn.Module):
         layers: number of blocks.
     """
 
-    def __init__(self, input_shape: tuple[int, int, int], hidden: int = 64, layers: int = 4):
+    def __init__(self, input_shape: tuple[int, int, int], hidden: int = 64,
+                 layers: int = 4) -> None:
         super().__init__()
         if hidden < 1:
             raise ValueError(f"backbone.hidden must be positive; got {hidden}")
         channels, height, width = (int(v) for v in input_shape)
+        self.input_shape = (channels, height, width)
         if layers < 1 or min(height, width) < 2**layers:
             raise ValueError(
                 f"backbone.layers must be in [1, log2({min(height, width)})] for "

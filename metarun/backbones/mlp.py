@@ -6,8 +6,10 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
+from metarun.types import Backbone
 
-class MLP(nn.Module):
+
+class MLP(Backbone):
     """Blocks of [linear, ReLU] on flat inputs.
 
     No batch norm, so ``algo.bn_mode`` has nothing to act on. The algorithm adds the output
@@ -24,6 +26,7 @@ class MLP(nn.Module):
         if not widths or min(widths) < 1:
             raise ValueError(f"backbone.hidden must be a non-empty list of positive widths; "
                              f"got {list(hidden)}")
+        self.input_shape = tuple(int(d) for d in input_shape)
         features = 1
         for d in input_shape:
             features *= int(d)

@@ -11,11 +11,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from metarun.data.episodes import ClassImages, _distinct, to_float
-from metarun.types import LabelledBatch, PairBatch
+from metarun.data.episodes import _distinct, to_float
+from metarun.types import ClassSource, LabelledBatch, PairBatch
 
 
-def _gather(bank: ClassImages, classes: Tensor, images: Tensor) -> Tensor:
+def _gather(bank: ClassSource, classes: Tensor, images: Tensor) -> Tensor:
     """Float images of (class, image) ids, both ``[n]``, on the bank's device."""
     flat = (classes * bank.per_class + images).to(bank.images.device)
     return to_float(bank.images.flatten(0, 1).index_select(0, flat))
@@ -34,7 +34,7 @@ class PairSampler:
         same_fraction: fraction of same-class pairs in each group, in ``[0, 1]``.
     """
 
-    def __init__(self, bank: ClassImages, pairs: int, same_fraction: float) -> None:
+    def __init__(self, bank: ClassSource, pairs: int, same_fraction: float) -> None:
         if pairs < 1:
             raise ValueError(f"algo.pairs must be at least 1; got {pairs}")
         if not 0.0 <= same_fraction <= 1.0:
@@ -71,7 +71,7 @@ class ImageSampler:
         batch_size: images per group.
     """
 
-    def __init__(self, bank: ClassImages, batch_size: int) -> None:
+    def __init__(self, bank: ClassSource, batch_size: int) -> None:
         if batch_size < 1:
             raise ValueError(f"algo.batch_size must be at least 1; got {batch_size}")
         self.bank = bank

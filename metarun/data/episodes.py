@@ -9,13 +9,13 @@ global RNG.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, fields, replace
-from typing import Any, Protocol, TypeVar
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from metarun.types import Episode, EpisodeBatch
+from metarun.types import Episode, EpisodeBatch, TaskIndex, TaskSampler
 
 
 def to_float(images: Tensor) -> Tensor:
@@ -65,40 +65,6 @@ class ClassImages:
         """An N-way K-shot Q-query sampler over this split (``setting``: the config keys that
         chose the shape, named in errors: ``task`` or ``eval``)."""
         return EpisodeSampler(self, ways, shots, queries, setting)
-
-
-_I = TypeVar("_I", bound="TaskIndex")
-
-
-class TaskIndex:
-    """Mixin for frozen dataclasses that describe a batch of tasks with CPU tensors, one row
-    per task: enough to rebuild the tasks, small enough to hash."""
-
-    def __len__(self) -> int:
-        return int(getattr(self, fields(self)[0].name).shape[0])  # type: ignore[arg-type]
-
-    def __getitem__(self: _I, s: slice) -> _I:
-        return replace(self, **{f.name: getattr(self, f.name)[s]  # type: ignore
-                                for f in fields(self)})  # type: ignore[arg-type]
-
-    @classmethod
-    def cat(cls: type[_I], parts: list[_I]) -> _I:
-        return cls(**{f.name: torch.cat([getattr(p, f.name) for p in parts])  # type: ignore
-                      for f in fields(cls)})  # type: ignore[arg-type]
-
-    def update_hash(self, h: hashlib._Hash) -> None:  # type: ignore[name-defined]
-        for f in fields(self):  # type: ignore[arg-type]
-            h.update(getattr(self, f.name).contiguous().numpy().tobytes())
-
-
-class TaskSampler(Protocol[_I]):
-    """What every split's sampler does: draw task indices with a generator, then build them."""
-
-    def sample_indices(self, n: int, generator: torch.Generator) -> _I: ...
-
-    def materialize(self, index: _I) -> EpisodeBatch: ...
-
-    def sample(self, n: int, generator: torch.Generator) -> EpisodeBatch: ...
 
 
 @dataclass(frozen=True)
@@ -254,7 +220,7 @@ class FixedEpisodes:
     def __len__(self) -> int:
         return len(self.index)
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[Episode]:
         for i in range(len(self)):
             yield self.episode(i)
 
@@ -266,22 +232,3 @@ class FixedEpisodes:
         h = hashlib.sha256()
         self.index.update_hash(h)
         return h.hexdigest()
-
-
-class TrainSampler(Protocol):
-    """What the trainer draws from: ``n`` groups (tasks, pair groups, image batches) per step
-    with a CPU generator. Episode samplers are one kind."""
-
-    def sample(self, n: int, generator: torch.Generator) -> Any: ...
-
-
-class TaskSource(Protocol):
-    """One split of a dataset: a set of classes, or a family of functions."""
-
-    @property
-    def description(self) -> str: ...
-
-    def to(self, device: torch.device | str) -> TaskSource: ...
-
-    def sampler(self, ways: int, shots: int, queries: int,
-                setting: str = "task") -> TaskSampler: ...

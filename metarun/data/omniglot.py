@@ -17,9 +17,7 @@ import hashlib
 import io
 import logging
 import os
-import sys
 import tempfile
-import urllib.request
 import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -30,7 +28,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from metarun.data.download import download
 from metarun.data.episodes import ClassImages, to_float
+from metarun.errors import CorruptDatasetError, DatasetNotFoundError
 from metarun.tasktypes import CLASSIFICATION
 from metarun.types import Split
 
@@ -47,14 +47,6 @@ DRAWINGS = 20
 MAML_SPLIT = (1100, 100, 423)
 CACHE_FORMAT = 1
 _SPLIT_SEED = 0  # part of the protocol: changing it changes which characters are tested
-
-
-class DatasetNotFoundError(FileNotFoundError):
-    """The data is neither on disk nor downloadable; the message says where to put it."""
-
-
-class CorruptDatasetError(RuntimeError):
-    """An archive or folder on disk does not hold what Omniglot holds."""
 
 
 def preprocess_image(image: Any, image_size: int) -> np.ndarray:
@@ -197,8 +189,18 @@ class Omniglot:
     def cache_path(self) -> Path:
         return self.cache_dir / f"omniglot-{self.image_size}px-v{CACHE_FORMAT}.pt"
 
+    def fetch(self) -> dict[str, Path]:
+        """The two official archives (or their folders) under ``data.root``, downloaded with
+        their published MD5s where missing (and ``download`` allows).
+
+        Raises:
+            DatasetNotFoundError: one is missing and cannot be downloaded; says where to put
+                it.
+        """
+        return {name: self._locate(name) for name in SOURCES}
+
     def _characters(self) -> _Characters:
-        sources = {name: self._locate(name) for name in SOURCES}
+        sources = self.fetch()
         fingerprint = {name: _fingerprint(path) for name, path in sources.items()}
         cached = self._read_cache(fingerprint)
         if cached is not None:
@@ -265,7 +267,7 @@ class Omniglot:
             return archive
         if self.download:
             try:
-                _download(f"{URL_PREFIX}/{name}.zip", archive, MD5[name])
+                download(f"{URL_PREFIX}/{name}.zip", archive, MD5[name])
                 return archive
             except OSError as e:
                 reason = f"downloading {URL_PREFIX}/{name}.zip failed ({e})"
@@ -339,31 +341,3 @@ def _decode(sources: dict[str, Path], image_size: int) -> _Characters:
         raise CorruptDatasetError(f"character {bad[0]} does not have {DRAWINGS} drawings")
     images = torch.from_numpy(np.stack([np.stack(by_char[n]) for n in names]))
     return _Characters(images, [n.rsplit("/", 1)[0] for n in names], names)
-
-
-def _download(url: str, dest: Path, md5: str) -> None:
-    """Fetch ``url`` with progress, verify its MD5, then move it to ``dest``. The download goes
-    to a temporary file elsewhere, so a failed one creates no folder under ``data.root``."""
-    import shutil
-    import tempfile
-
-    from metarun.engine.progress import byte_progress
-
-    digest = hashlib.md5()
-    log.info("downloading %s to %s", url, dest)
-    fd, tmp = tempfile.mkstemp(suffix=f".{dest.name}.part")
-    part = Path(tmp)
-    try:
-        with os.fdopen(fd, "wb") as f, urllib.request.urlopen(url, timeout=60) as response:
-            total = int(response.headers.get("Content-Length") or 0)
-            with byte_progress(dest.name, total, sys.stderr.isatty()) as advance:
-                for chunk in iter(lambda: response.read(1 << 16), b""):
-                    f.write(chunk)
-                    digest.update(chunk)
-                    advance(len(chunk))
-        if digest.hexdigest() != md5:
-            raise OSError(f"checksum mismatch: got md5 {digest.hexdigest()}, expected {md5}")
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(part, dest)
-    finally:
-        part.unlink(missing_ok=True)

@@ -16,9 +16,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from metarun.data.episodes import TaskIndex
 from metarun.tasktypes import Regression
-from metarun.types import EpisodeBatch, Split
+from metarun.types import EpisodeBatch, Split, TaskIndex
 
 
 @dataclass(frozen=True)

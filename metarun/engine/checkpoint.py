@@ -34,7 +34,7 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any], keep_previous: bo
     With ``keep_previous``, the file it replaces is kept as :func:`previous_path` (renamed
     only once the new one is complete), so a damaged newest checkpoint has a fallback.
     """
-    from metarun import __version__
+    from metarun.version import __version__
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -55,6 +55,12 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any], keep_previous: bo
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def checkpoint_file(path: str | Path) -> Path:
+    """A checkpoint file, or a run directory's ``checkpoints/best.pt``."""
+    path = Path(path)
+    return path / "checkpoints" / "best.pt" if path.is_dir() else path
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

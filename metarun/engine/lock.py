@@ -10,9 +10,7 @@ import os
 from pathlib import Path
 from types import TracebackType
 
-
-class RunLockedError(RuntimeError):
-    """Another process holds the run directory."""
+from metarun.errors import RunLockedError
 
 
 class RunLock:

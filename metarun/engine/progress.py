@@ -9,10 +9,12 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
+
+from metarun.tasktypes import CLASSIFICATION, TaskType
 
 log = logging.getLogger("metarun")
 
@@ -53,14 +55,14 @@ class TrainProgress:
         start: the step training starts after (0 for a fresh run).
         log_every: in non-interactive mode, log a line every this many steps.
         live: draw a rich progress bar (default: when stdout is a terminal).
-        metric: name of the training metric shown next to the loss.
-        percent: show the metric as a percentage (accuracy) rather than a number (MSE).
+        task_type: whose metric is shown next to the loss, and how it is written.
     """
 
     def __init__(self, total: int, start: int = 0, log_every: int = 50,
-                 live: bool | None = None, metric: str = "acc", percent: bool = True) -> None:
+                 live: bool | None = None, task_type: TaskType = CLASSIFICATION) -> None:
         self.total, self.start, self.log_every = total, start, max(1, log_every)
-        self.metric, self.percent = metric, percent
+        self.task_type = task_type
+        self.metric, self.percent = task_type.metric, task_type.percent
         self.live = interactive() if live is None else live
         self._t0 = time.perf_counter()
         self._progress: Any = None
@@ -118,29 +120,5 @@ class TrainProgress:
                                   speed=speed)
         elif step % self.log_every == 0 or step == self.total:
             eta = timedelta(seconds=round((self.total - step) / max(speed, 1e-9)))
-            shown = f"{100 * value:.2f}%" if self.percent else f"{value:.4f}"
-            log.info("step %d/%d  loss %.4f  %s %s  %.2f it/s  eta %s",
-                     step, self.total, loss, self.metric, shown, speed, eta)
-
-
-@contextmanager
-def byte_progress(label: str, total: int, live: bool) -> Iterator[Callable[[int], None]]:
-    """Progress of a download: yields ``advance(n_bytes)``; logs every 10% when not live."""
-    if live:
-        from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
-
-        with Progress(*Progress.get_default_columns(), DownloadColumn(),
-                      TransferSpeedColumn()) as progress:
-            task = progress.add_task(label, total=total or None)
-            yield lambda n: progress.advance(task, n)
-        return
-    done, next_report = 0, 0.1
-
-    def advance(n: int) -> None:
-        nonlocal done, next_report
-        done += n
-        if total and done / total >= next_report:
-            log.info("%s: %d%% of %.1f MB", label, 100 * done // total, total / 1e6)
-            next_report += 0.1
-
-    yield advance
+            log.info("step %d/%d  loss %.4f  %s %s  %.2f it/s  eta %s", step, self.total, loss,
+                     self.metric, self.task_type.format(value), speed, eta)

@@ -9,29 +9,14 @@ import logging
 import os
 import signal
 import threading
-from pathlib import Path
 from types import FrameType, TracebackType
+
+from metarun.errors import Preempted
 
 log = logging.getLogger("metarun")
 
 #: Exit status of a second signal: 128 + the signal number, as a shell reports it.
 HANDLED = (signal.SIGTERM, signal.SIGINT)
-
-
-class Preempted(BaseException):
-    """A SIGTERM or SIGINT stopped the run: in training at a step boundary, after writing
-    ``checkpoint``; before training (``step`` 0, no checkpoint) at once.
-
-    Like ``KeyboardInterrupt`` it is not an ``Exception``: code that recovers from errors
-    (a cache that will not read is rebuilt) must not swallow a stop."""
-
-    def __init__(self, step: int, checkpoint: Path | None, signum: int) -> None:
-        name = signal.Signals(signum).name
-        super().__init__(f"stopped by {name} after step {step}; resume from {checkpoint}"
-                         if checkpoint is not None else
-                         f"stopped by {name} before training started; run the same command "
-                         "again to start")
-        self.step, self.checkpoint = step, checkpoint
 
 
 class StopRequest:

@@ -17,41 +17,16 @@ from typing import Any
 import torch
 
 from metarun.algorithms.base import Algorithm
-from metarun.data.episodes import FixedEpisodes, TrainSampler
+from metarun.data.episodes import FixedEpisodes
 from metarun.engine.checkpoint import save_checkpoint
 from metarun.engine.evaluate import evaluate
 from metarun.engine.metrics import MetricsLog
 from metarun.engine.progress import TrainProgress
-from metarun.engine.signals import Preempted, StopRequest
-from metarun.types import EvalResult
+from metarun.engine.signals import StopRequest
+from metarun.errors import NonFiniteLossError, Preempted
+from metarun.types import EvalResult, TrainSampler
 
 log = logging.getLogger("metarun")
-
-
-LR_SCHEDULES = ("constant", "cosine", "linear", "step")
-
-
-def _scheduler(optimizer: torch.optim.Optimizer, name: str, iterations: int, min_lr: float,
-               step_every: int, gamma: float) -> torch.optim.lr_scheduler.LRScheduler | None:
-    lr = torch.optim.lr_scheduler
-    if name == "cosine":
-        return lr.CosineAnnealingLR(optimizer, T_max=iterations, eta_min=min_lr)
-    if name == "linear":
-        # Per group: from its initial lr at step 0 to min_lr after the last step.
-        lambdas = [
-            (lambda t, base=g["lr"]: 1.0 - (1.0 - min_lr / base) * min(t, iterations)
-             / iterations) if g["lr"] > 0 else (lambda t: 1.0)
-            for g in optimizer.param_groups
-        ]
-        return lr.LambdaLR(optimizer, lambdas)
-    if name == "step":
-        return lr.StepLR(optimizer, step_size=step_every, gamma=gamma)
-    return None
-
-
-class NonFiniteLossError(RuntimeError):
-    """The meta-loss or its gradient became NaN or infinite; training stopped before the
-    update."""
 
 
 def rng_state(generator: torch.Generator) -> dict[str, Any]:
@@ -59,7 +34,7 @@ def rng_state(generator: torch.Generator) -> dict[str, Any]:
     Python's and numpy's global generators, as tensors and plain values."""
     import numpy as np
 
-    kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)  # type: ignore[misc]
+    kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
     keys = np.asarray(keys)
     return {
         "episodes": generator.get_state(),
@@ -86,6 +61,31 @@ def set_rng_state(generator: torch.Generator, state: dict[str, Any]) -> None:
         np.random.set_state((kind, keys.numpy().astype("uint32"), pos, has_gauss, cached))
 
 
+@dataclass(frozen=True)
+class TrainSettings:
+    """How long and how to meta-train (``train.*`` and ``seed``; checked by
+    :mod:`metarun.validate` before anything is built).
+
+    Attributes:
+        iterations: number of meta-updates.
+        meta_batch: tasks per meta-update.
+        eval_every: validate (and checkpoint) every this many steps, and at the last step.
+        log_every: write a training point to the metrics every this many steps.
+        seed: seeds the episode generator.
+        grad_clip: clip the global gradient norm to this value (``None``: no clipping).
+        checkpoint_every: also write ``last.pt`` every this many steps (``None``: only at
+            validations). The checkpoint it replaces is kept as ``last.prev.pt``.
+    """
+
+    iterations: int
+    meta_batch: int
+    eval_every: int
+    log_every: int
+    seed: int
+    grad_clip: float | None = None
+    checkpoint_every: int | None = None
+
+
 @dataclass
 class TrainResult:
     best_step: int
@@ -95,33 +95,20 @@ class TrainResult:
 
 
 class Trainer:
-    """Meta-trains ``algorithm`` on episodes from ``sampler``.
+    """Meta-trains ``algorithm`` on what ``sampler`` draws.
 
     Args:
         algorithm: the learner; its parameters are what ``optimizer`` updates.
         optimizer: built over ``algorithm.parameters()``.
         sampler: what the algorithm trains on, from the train split (already on the device):
-            episodes, or whatever :meth:`Algorithm.train_sampler` chose.
+            episodes, or whatever :meth:`Algorithm.training_data` declared.
         val_episodes: fixed validation episodes.
-        iterations: number of meta-updates.
-        meta_batch: tasks per meta-update.
-        eval_every: validate (and checkpoint) every this many steps, and at the last step.
-        log_every: write a training point to ``metrics`` every this many steps.
-        seed: seeds the episode generator.
+        settings: how long and how (:class:`TrainSettings`).
         checkpoint_dir: where ``best.pt`` and ``last.pt`` go.
         metrics: the run's ``metrics.jsonl``.
-        grad_clip: clip the global gradient norm to this value (``None``: no clipping).
-        lr_schedule: how every learning rate of ``optimizer`` changes, once per meta-update:
-            ``"constant"``; ``"cosine"``: from its initial value to ``min_lr`` over
-            ``iterations`` steps (MAML++); ``"linear"``: the same, linearly (Reptile's
-            annealed outer step size); ``"step"``: multiplied by ``lr_gamma`` every
-            ``lr_step_every`` steps (ProtoNet's halving every 2000 episodes).
-        min_lr: the final learning rate of the cosine and linear schedules.
-        lr_step_every: period of the step schedule.
-        lr_gamma: factor of the step schedule.
+        scheduler: the learning-rate schedule, stepped once per meta-update
+            (:mod:`metarun.engine.schedules`; ``None``: constant).
         checkpoint_extra: plain values stored in every checkpoint (the resolved config).
-        checkpoint_every: also write ``last.pt`` every this many steps (``None``: only at
-            validations). The checkpoint it replaces is kept as ``last.prev.pt``.
         resume: a checkpoint written by this trainer: training continues after its step with
             its model, optimizer, schedule, best result and random states, so the result is
             the uninterrupted run's. Without random states (an older checkpoint) it continues
@@ -132,62 +119,23 @@ class Trainer:
     maximised, MSE minimised); a non-finite validation score never becomes the best.
     """
 
-    def __init__(
-        self,
-        algorithm: Algorithm,
-        optimizer: torch.optim.Optimizer,
-        sampler: TrainSampler,
-        val_episodes: FixedEpisodes,
-        iterations: int,
-        meta_batch: int,
-        eval_every: int,
-        log_every: int,
-        seed: int,
-        checkpoint_dir: Path,
-        metrics: MetricsLog,
-        grad_clip: float | None = None,
-        lr_schedule: str = "constant",
-        min_lr: float = 0.0,
-        lr_step_every: int = 2000,
-        lr_gamma: float = 0.5,
-        checkpoint_extra: dict[str, Any] | None = None,
-        checkpoint_every: int | None = None,
-        resume: dict[str, Any] | None = None,
-    ) -> None:
-        for key, value in (("train.iterations", iterations), ("train.meta_batch", meta_batch),
-                           ("train.eval_every", eval_every), ("train.log_every", log_every)):
-            if value < 1:
-                raise ValueError(f"{key} must be at least 1; got {value}")
-        if checkpoint_every is not None and checkpoint_every < 1:
-            raise ValueError(f"train.checkpoint_every must be at least 1 or null; got "
-                             f"{checkpoint_every}")
-        if grad_clip is not None and grad_clip <= 0:
-            raise ValueError(f"train.grad_clip must be positive or null; got {grad_clip}")
-        if lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"train.lr_schedule must be one of {LR_SCHEDULES}; got "
-                             f"{lr_schedule!r}")
-        if min_lr < 0:
-            raise ValueError(f"train.min_lr must be non-negative; got {min_lr}")
-        if lr_step_every < 1 or not 0 < lr_gamma <= 1:
-            raise ValueError("train.lr_step_every must be at least 1 and train.lr_gamma in "
-                             f"(0, 1]; got {lr_step_every}, {lr_gamma}")
+    def __init__(self, algorithm: Algorithm, optimizer: torch.optim.Optimizer,
+                 sampler: TrainSampler, val_episodes: FixedEpisodes, settings: TrainSettings,
+                 checkpoint_dir: Path, metrics: MetricsLog,
+                 scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+                 checkpoint_extra: dict[str, Any] | None = None,
+                 resume: dict[str, Any] | None = None) -> None:
         self.algorithm, self.optimizer, self.sampler = algorithm, optimizer, sampler
-        self.val_episodes = val_episodes
-        self.iterations, self.meta_batch = iterations, meta_batch
-        self.eval_every, self.log_every = eval_every, log_every
-        self.grad_clip = grad_clip
-        self.checkpoint_dir = checkpoint_dir
-        self.metrics = metrics
+        self.val_episodes, self.settings = val_episodes, settings
+        self.iterations = settings.iterations
+        self.checkpoint_dir, self.metrics = checkpoint_dir, metrics
         self.extra = checkpoint_extra or {}
-        self.generator = torch.Generator().manual_seed(seed)
-        self.scheduler = _scheduler(optimizer, lr_schedule, iterations, min_lr, lr_step_every,
-                                    lr_gamma)
-        self.checkpoint_every = checkpoint_every
+        self.generator = torch.Generator().manual_seed(settings.seed)
+        self.scheduler = scheduler
         self.start_step = 1
         self.best: tuple[int, EvalResult] | None = None
         if resume is not None:
             self._restore(resume)
-
     def _restore(self, blob: dict[str, Any]) -> None:
         step = int(blob["step"])
         if step > self.iterations:
@@ -222,84 +170,93 @@ class Trainer:
             Preempted: SIGTERM or SIGINT; ``last.pt`` holds the last finished step.
         """
         t0 = time.perf_counter()
-        window_loss = window_score = 0.0
-        window = 0
+        every = self.settings
+        window: list[tuple[float, float]] = []
         task_type = self.algorithm.task_type
-        metric = task_type.metric
         self.algorithm.train()
         with StopRequest() as stop, TrainProgress(
-                self.iterations, log_every=self.log_every, metric=metric,
-                percent=task_type.name == "classification") as progress:
+                self.iterations, start=self.start_step - 1, log_every=every.log_every,
+                task_type=task_type) as progress:
             for step in range(self.start_step, self.iterations + 1):
-                self.algorithm.scheduled(step)
-                batch = self.sampler.sample(self.meta_batch, self.generator)
-                # Buffers (batch-norm statistics) change in the forward pass: keep the last
-                # good ones, so a non-finite step leaves nothing of itself behind.
-                buffers = [(b, b.clone()) for b in self.algorithm.buffers()]
-                out = self.algorithm.meta_train_step(batch)
-                loss = out.loss.detach().item()
-                self.optimizer.zero_grad(set_to_none=True)
-                if math.isfinite(loss):
-                    out.loss.backward()
-                    norm = torch.nn.utils.clip_grad_norm_(
-                        self.algorithm.parameters(),
-                        self.grad_clip if self.grad_clip is not None else math.inf)
-                if not math.isfinite(loss) or not math.isfinite(float(norm)):
-                    what = "meta-loss" if not math.isfinite(loss) else "gradient norm"
-                    value = loss if not math.isfinite(loss) else float(norm)
-                    self.optimizer.zero_grad(set_to_none=True)
-                    with torch.no_grad():
-                        for b, good in buffers:
-                            b.copy_(good)
-                    saved = self._save("last.pt", step - 1)
-                    raise NonFiniteLossError(
-                        f"the {what} is {value} at step {step}; stopped before the update. "
-                        f"{saved} holds the weights after step {step - 1}")
                 lr = self.optimizer.param_groups[0]["lr"]
-                self.optimizer.step()
-                if self.scheduler is not None:
-                    self.scheduler.step()
-
-                window_loss += loss
-                window_score += out.metrics.get(metric, float("nan"))
-                window += 1
-                progress.update(step, window_loss / window, window_score / window)
-                if step % self.log_every == 0 or step == self.iterations:
-                    self.metrics.write(step, "train", window_loss / window,
-                                       time.perf_counter() - t0,
-                                       **{metric: window_score / window}, lr=lr)
-                    window_loss = window_score = 0.0
-                    window = 0
-
-                saved_now = False
-                if step % self.eval_every == 0 or step == self.iterations:
-                    val = evaluate(self.algorithm, self.val_episodes)
-                    self.algorithm.train()
-                    self.metrics.write(step, "val", val.loss, time.perf_counter() - t0,
-                                       **{metric: val.score}, ci95=val.ci95)
-                    improved = math.isfinite(val.score) and (
-                        self.best is None or task_type.better(val.score, self.best[1].score))
-                    log.info("step %d: val %s %s over %d episodes%s", step, metric,
-                             task_type.format(val.score, val.ci95), val.episodes,
-                             " (best so far)" if improved else "")
-                    if improved:
-                        self.best = (step, val)
-                        self._save("best.pt", step, val)
-                    self._save("last.pt", step, val)
-                    saved_now = True
-                elif self.checkpoint_every and step % self.checkpoint_every == 0:
+                window.append(self._update(step))
+                loss, score = (sum(v) / len(window) for v in zip(*window, strict=True))
+                progress.update(step, loss, score)
+                last = step == self.iterations
+                if step % every.log_every == 0 or last:
+                    self.metrics.write(step, "train", loss, time.perf_counter() - t0,
+                                       **{task_type.metric: score}, lr=lr)
+                    window.clear()
+                saved = step % every.eval_every == 0 or last
+                if saved:
+                    self._validate(step, time.perf_counter() - t0)
+                elif every.checkpoint_every and step % every.checkpoint_every == 0:
                     self._save("last.pt", step)
-                    saved_now = True
+                    saved = True
                 if stop.signal is not None:
                     path = self.checkpoint_dir / "last.pt"
-                    if not saved_now:
+                    if not saved:
                         path = self._save("last.pt", step)
                     raise Preempted(step, path, stop.signal)
         if self.best is None:
-            raise NonFiniteLossError(
-                f"every validation {metric} was non-finite; no best checkpoint was written")
+            raise NonFiniteLossError(f"every validation {task_type.metric} was non-finite; no "
+                                     "best checkpoint was written")
         return TrainResult(self.best[0], self.best[1], self.iterations,
                            time.perf_counter() - t0)
+
+    def _update(self, step: int) -> tuple[float, float]:
+        """One meta-update; its training loss and metric.
+
+        Raises:
+            NonFiniteLossError: the loss or gradient norm is not finite; the update is not
+                made and ``last.pt`` holds the weights after ``step - 1``.
+        """
+        self.algorithm.scheduled(step)
+        batch = self.sampler.sample(self.settings.meta_batch, self.generator)
+        # Buffers (batch-norm statistics) change in the forward pass: keep the last good
+        # ones, so a non-finite step leaves nothing of itself behind.
+        buffers = [(b, b.clone()) for b in self.algorithm.buffers()]
+        out = self.algorithm.meta_train_step(batch)
+        loss = out.loss.detach().item()
+        self.optimizer.zero_grad(set_to_none=True)
+        norm = math.nan
+        if math.isfinite(loss):
+            out.loss.backward()
+            clip = self.settings.grad_clip
+            norm = float(torch.nn.utils.clip_grad_norm_(
+                self.algorithm.parameters(), clip if clip is not None else math.inf))
+        if not math.isfinite(loss) or not math.isfinite(norm):
+            what, value = ("meta-loss", loss) if not math.isfinite(loss) \
+                else ("gradient norm", norm)
+            self.optimizer.zero_grad(set_to_none=True)
+            with torch.no_grad():
+                for b, good in buffers:
+                    b.copy_(good)
+            saved = self._save("last.pt", step - 1)
+            raise NonFiniteLossError(f"the {what} is {value} at step {step}; stopped before "
+                                     f"the update. {saved} holds the weights after step "
+                                     f"{step - 1}")
+        self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
+        return loss, out.metrics.get(self.algorithm.task_type.metric, math.nan)
+
+    def _validate(self, step: int, seconds: float) -> None:
+        """Score the validation episodes; checkpoint ``last.pt`` and, if better, ``best.pt``."""
+        task_type = self.algorithm.task_type
+        val = evaluate(self.algorithm, self.val_episodes)
+        self.algorithm.train()
+        self.metrics.write(step, "val", val.loss, seconds, **{task_type.metric: val.score},
+                           ci95=val.ci95)
+        improved = math.isfinite(val.score) and (
+            self.best is None or task_type.better(val.score, self.best[1].score))
+        log.info("step %d: val %s %s over %d episodes%s", step, task_type.metric,
+                 task_type.format(val.score, val.ci95), val.episodes,
+                 " (best so far)" if improved else "")
+        if improved:
+            self.best = (step, val)
+            self._save("best.pt", step, val)
+        self._save("last.pt", step, val)
 
     def _save(self, name: str, step: int, val: EvalResult | None = None) -> Path:
         path = self.checkpoint_dir / name

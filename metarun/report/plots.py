@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from metarun.tasktypes import BY_METRIC, TaskType
+
 CURVE_FILE = "learning_curve.png"
 
 
@@ -29,11 +31,12 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     return records
 
 
-def _metric_of(records: list[dict[str, Any]]) -> str:
-    for key in ("acc", "mse"):
-        if any(key in r for r in records):
-            return key
-    return "loss"
+def _task_type_of(records: list[dict[str, Any]]) -> TaskType | None:
+    """The task type whose metric the records hold (``None``: only losses)."""
+    for metric, task_type in BY_METRIC.items():
+        if any(metric in r for r in records):
+            return task_type
+    return None
 
 
 def _figure(width: float, height: float, panels: int = 1) -> tuple[Any, list[Any]]:
@@ -63,9 +66,10 @@ def plot_learning_curve(run_dir: str | Path, out: str | Path | None = None) -> P
     records = read_metrics(metrics_file)
     if not any(r["split"] in ("train", "val") for r in records):
         raise ValueError(f"{metrics_file} holds no training or validation points yet")
-    metric = _metric_of(records)
-    scale = 100.0 if metric == "acc" else 1.0
-    label = "accuracy (%)" if metric == "acc" else metric
+    task_type = _task_type_of(records)
+    metric = task_type.metric if task_type else "loss"
+    scale = 100.0 if task_type and task_type.percent else 1.0
+    label = task_type.label if task_type else metric
 
     figure, (left, right) = _figure(10, 4, panels=2)
     colours = {"train": "tab:blue", "val": "tab:orange", "test": "tab:green"}
@@ -91,7 +95,7 @@ def plot_learning_curve(run_dir: str | Path, out: str | Path | None = None) -> P
                           markersize=10, color=colours["test"], label="test (best checkpoint)")
     left.set(xlabel="meta-update", ylabel=label, title=f"{metric} (val: 95% CI band)")
     right.set(xlabel="meta-update", ylabel="loss", title="loss")
-    if metric == "mse":
+    if task_type is not None and task_type.log_axis:
         left.set_yscale("log")
     for axes in (left, right):
         axes.grid(alpha=0.3)

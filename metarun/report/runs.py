@@ -4,23 +4,26 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from metarun.engine.lock import is_locked
-from metarun.rundir import describe, is_training_summary, read_summary
+from metarun.summary import (
+    COMPLETED,
+    DAMAGED,
+    RUNNING,
+    TRAIN,
+    UNFINISHED,
+    command_of_dir,
+    describe,
+    is_training_summary,
+    read_summary,
+)
 
 log = logging.getLogger("metarun")
 #: Not read yet (``None`` means a damaged summary).
 _UNREAD = object()
-
-#: How a run directory can end up (``summary.json`` ``status``), plus the states of a run
-#: that has not written a readable one: ``running`` (its lock is held), ``unfinished``
-#: (killed) and ``damaged`` (its ``summary.json`` is not metarun's).
-FINISHED = "completed"
-
 
 @dataclass
 class RunRecord:
@@ -44,7 +47,7 @@ class RunRecord:
 
     @property
     def completed(self) -> bool:
-        return self.status == FINISHED
+        return self.status == COMPLETED
 
     @property
     def error(self) -> str:
@@ -52,26 +55,15 @@ class RunRecord:
 
 
 def is_run_dir(path: Path, summary: dict[str, Any] | None | object = _UNREAD) -> bool:
-    """A metarun training run: one with a training run's own files (``checkpoints/``,
-    ``metrics.jsonl``) whatever its summary says, a damaged ``summary.json`` (shown as such,
-    never dropped), Hydra's ``.hydra/`` with a training config, or a training summary.
-    ``metarun-eval`` and ``metarun-ensemble`` outputs are not runs. ``summary``: its
-    :func:`~metarun.rundir.read_summary`, when already read."""
+    """A metarun training run (:func:`~metarun.summary.command_of_dir`), or a directory whose
+    ``summary.json`` is damaged (shown as such, never dropped). ``metarun-eval`` outputs are
+    not runs. ``summary``: its :func:`~metarun.summary.read_summary`, when already read."""
     if summary is _UNREAD:
         summary = read_summary(path)
-    if (path / "checkpoints").is_dir() or (path / "metrics.jsonl").is_file() or summary is None:
+    if summary is None:
         return True
     assert isinstance(summary, dict)
-    if summary and not is_training_summary(summary):
-        return False
-    config = path / ".hydra" / "config.yaml"
-    if config.is_file():
-        try:
-            text = config.read_text(encoding="utf-8")
-        except OSError:
-            return False
-        return re.search(r"^checkpoint:", text, re.MULTILINE) is None  # metarun-eval's config
-    return bool(summary)
+    return command_of_dir(path, summary) == TRAIN
 
 
 def find_runs(roots: list[str | Path]) -> list[RunRecord]:
@@ -112,12 +104,12 @@ def read_run(path: Path, summary: dict[str, Any] | None | object = _UNREAD) -> R
     if summary is None:
         log.warning("%s/summary.json is damaged (not a JSON object); the run is listed as "
                     "damaged", path)
-        summary, status = {"error": "summary.json is damaged"}, "damaged"
+        summary, status = {"error": "summary.json is damaged"}, DAMAGED
     else:
         assert isinstance(summary, dict)
         status = str(summary.get("status", "")) if is_training_summary(summary) else \
-            ("damaged" if summary else "")
-        if status == "damaged":
+            (DAMAGED if summary else "")
+        if status == DAMAGED:
             log.warning("%s holds %s but a training run's files; listed as damaged", path,
                         describe(summary))
             summary = {"error": f"summary.json is {describe(summary)}"}
@@ -129,7 +121,7 @@ def read_run(path: Path, summary: dict[str, Any] | None | object = _UNREAD) -> R
         steps = [int(r["step"]) for r in read_metrics(records) if r["split"] != "test"]
         last_step = max(steps) if steps else None
     if not status:
-        status = "running" if is_locked(path) else "unfinished"
+        status = RUNNING if is_locked(path) else UNFINISHED
     return RunRecord(path, status, overrides, summary, last_step)
 
 
@@ -141,7 +133,7 @@ def read_overrides(path: Path) -> dict[str, str]:
     from omegaconf import OmegaConf
 
     out = {}
-    for item in OmegaConf.to_container(OmegaConf.load(file)) or []:  # type: ignore[union-attr]
+    for item in OmegaConf.to_container(OmegaConf.load(file)) or []:
         key, sep, value = str(item).partition("=")
         if sep and not key.startswith("~"):
             out[key.lstrip("+")] = value

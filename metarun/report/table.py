@@ -13,6 +13,7 @@ from typing import Any
 
 from metarun.configs import LOCATION_KEYS
 from metarun.report.runs import RunRecord
+from metarun.tasktypes import BY_METRIC, REGRESSION
 
 #: Overrides that say where things are or how often to log, not what was run: never columns.
 IGNORED_KEYS = ("hydra.", *LOCATION_KEYS)
@@ -181,14 +182,10 @@ def build_report(runs: Sequence[RunRecord], by: Sequence[str] | None = None,
 
 
 def format_score(metric: str, value: float, spread: float | None = None) -> str:
-    """``95.20 ± 0.61`` (accuracy in percent) or ``0.0123 ± 0.0010``; ``-`` when missing."""
-    if not math.isfinite(value):
-        return "-"
-    scale, digits = (100.0, 2) if metric == "acc" else (1.0, 4)
-    text = f"{scale * value:.{digits}f}"
-    if spread is not None and math.isfinite(spread):
-        text += f" ± {scale * spread:.{digits}f}"
-    return text
+    """A table cell: ``95.20 ± 0.61`` (accuracy in percent, under an ``acc %`` heading) or
+    ``0.0123 ± 0.0010``; ``-`` when missing (:meth:`TaskType.format`; a metric that no task
+    type reports, such as a failed run's none, as a plain number)."""
+    return BY_METRIC.get(metric, REGRESSION).format(value, spread, unit=False)
 
 
 def _cell(value: Any) -> str:
@@ -200,7 +197,7 @@ def _cell(value: Any) -> str:
 
 
 def _metric_name(metrics: set[str]) -> str:
-    names = {"acc": "acc %", "mse": "mse"}
+    names = {m: f"{m} %" if t.percent else m for m, t in BY_METRIC.items()}
     return " / ".join(names.get(m, m) for m in sorted(m for m in metrics if m)) or "score"
 
 

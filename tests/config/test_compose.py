@@ -11,8 +11,8 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from metarun.algorithms.base import Algorithm
+from metarun.build import algorithm as build_algorithm
 from metarun.configs import config_dir
-from metarun.run import build_algorithm
 from tests.helpers import compose_config
 
 CONF = Path(config_dir())

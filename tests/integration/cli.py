@@ -13,8 +13,8 @@ TINY = ["train.iterations=4", "train.meta_batch=2", "train.eval_every=2", "train
 
 
 #: Console scripts and the modules behind them.
-MODULES = {"metarun": "metarun.cli", "metarun-eval": "metarun.evaluation",
-           "metarun-report": "metarun.report.cli", "metarun-ensemble": "metarun.ensemble"}
+MODULES = {"metarun": "metarun.cli.train", "metarun-eval": "metarun.cli.evaluate",
+           "metarun-report": "metarun.cli.report", "metarun-ensemble": "metarun.cli.ensemble"}
 
 
 def command(name: str = "metarun") -> list[str]:

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 import metarun
-from metarun.run import fixed_episodes, run
+from metarun.build import fixed_episodes
+from metarun.jobs.train import run
 from metarun.types import Split
 from tests.integration.cli import TINY
 

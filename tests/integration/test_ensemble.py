@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from metarun.ensemble import ensemble, fused_state, load_members
-from metarun.run import run
+from metarun.jobs.ensemble import ensemble, fused_state, load_members
+from metarun.jobs.train import run
 from tests.integration.cli import metarun
 
 SMALL = ["algo=protonet", "backbone.hidden=8", "train.iterations=4", "train.meta_batch=1",
@@ -84,7 +84,8 @@ def _ensemble_cli(args: list[str], env: dict[str, str],
 
 def test_command_line(runs: dict[str, Path], env: dict[str, str], tmp_path: Path) -> None:
     proc = _ensemble_cli(["average", str(runs["a"]), str(runs["b"] / "checkpoints/best.pt"),
-                          "--device", "cpu", "--episodes", "5", "--out", "ens"], env, tmp_path)
+                          "device=cpu", "eval.test_episodes=5", "hydra.run.dir=ens"], env,
+                         tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "ensemble (average)" in proc.stdout and "(seed 0)" in proc.stdout
     summary = json.loads((tmp_path / "ens" / "summary.json").read_text())
@@ -96,3 +97,24 @@ def test_command_line(runs: dict[str, Path], env: dict[str, str], tmp_path: Path
         f"metarun-ensemble: error: no checkpoint at {tmp_path / 'nowhere.pt'}"]
     bad = _ensemble_cli(["vote", str(runs["a"])], env, tmp_path)
     assert bad.returncode == 2 and "invalid choice" in bad.stderr
+    # The options of earlier versions name the key that replaced them.
+    old = _ensemble_cli(["average", str(runs["a"]), "--ways", "3"], env, tmp_path)
+    assert old.returncode == 2
+    assert "metarun-ensemble: error: --ways is now eval.ways=N" in old.stderr
+
+
+def test_metarun_ensemble_is_metarun_eval(runs: dict[str, Path], env: dict[str, str],
+                                          tmp_path: Path) -> None:
+    """The two spellings of an ensemble evaluation write the same summary."""
+    common = ["device=cpu", "eval.test_episodes=3", "eval.ways=3"]
+    alias = _ensemble_cli(["select", str(runs["a"]), str(runs["b"]), *common,
+                           f"hydra.run.dir={tmp_path / 'alias'}"], env, tmp_path)
+    direct = metarun([f"checkpoint=[{runs['a']},{runs['b']}]", "ensemble=select", *common,
+                      f"hydra.run.dir={tmp_path / 'direct'}"], env, tmp_path,
+                     name="metarun-eval")
+    assert alias.returncode == 0 and direct.returncode == 0, alias.stderr + direct.stderr
+    one, two = (json.loads((tmp_path / d / "summary.json").read_text())
+                for d in ("alias", "direct"))
+    for s in (one, two):
+        s.pop("seconds")
+    assert one == two and one["command"] == "metarun-eval" and one["status"] == "completed"

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from metarun.evaluation import evaluate_checkpoint
-from metarun.run import run
+from metarun.jobs.evaluate import evaluate_checkpoint
+from metarun.jobs.train import run
 from tests.helpers import compose_config
 from tests.integration.cli import metarun
 
@@ -65,7 +65,7 @@ def test_the_command_line_reproduces_the_run_and_reaches_ensembles(
     # A data key of the run's own dataset, another split, and an ensemble of the run with
     # itself (whose average is the run).
     proc = metarun_eval([f"checkpoint=[{trained},{trained}]", "ensemble=average", "split=val",
-                         "data.rotations=false", "eval.episodes=4", "device=cpu",
+                         "data.rotations=false", "eval.val_episodes=4", "device=cpu",
                          f"hydra.run.dir={tmp_path / 'ens'}"], env, tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     ens = summary(tmp_path / "ens")
@@ -81,10 +81,12 @@ def test_the_command_line_reproduces_the_run_and_reaches_ensembles(
     (["checkpoint={run}", "eval.ways=100000"], "eval.ways = 100000 exceeds the 1692 classes"),
     (["checkpoint={run}", "eval.wayz=3"], "eval.wayz"),
     (["checkpoint={run}", "seed=-5"], "seed must be an integer from 0 to 2**63 - 1"),
+    (["checkpoint={run}", "eval.episodes=4"], "eval.episodes is now eval.test_episodes"),
+    (["checkpoint={tmp}/nowhere.pt"], "no checkpoint at "),
 ])
 def test_bad_input_is_one_line_and_exit_2(trained: Path, tmp_path: Path, env: dict[str, str],
                                           args: list[str], message: str) -> None:
-    proc = metarun_eval([a.format(run=trained) for a in args] +
+    proc = metarun_eval([a.format(run=trained, tmp=tmp_path) for a in args] +
                         ["device=cpu", f"hydra.run.dir={tmp_path}"], env, tmp_path)
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = [ln for ln in (proc.stdout + proc.stderr).splitlines()
@@ -105,9 +107,10 @@ def test_regression_checkpoints_reproduce_their_mse(tmp_path: Path) -> None:
 def test_an_evaluation_sweep_goes_on_past_a_failed_setting(trained: Path, tmp_path: Path,
                                                            env: dict[str, str]) -> None:
     proc = metarun_eval(["-m", f"checkpoint={trained}", "eval.ways=100000,20",
-                         "eval.episodes=2", "device=cpu", f"hydra.sweep.dir={tmp_path}"],
+                         "eval.test_episodes=2", "device=cpu", f"hydra.sweep.dir={tmp_path}"],
                         env, tmp_path)
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert "metarun-eval: 1 job(s) of the sweep did not complete" in proc.stderr
     assert summary(tmp_path / "0")["status"] == "failed"
     assert summary(tmp_path / "1")["eval_task"]["ways"] == 20
+    assert summary(tmp_path / "1")["result"]["episodes"] == 2  # metarun's own key

@@ -15,10 +15,9 @@ import torch
 
 import metarun
 from metarun.engine.checkpoint import load_checkpoint, save_checkpoint
-from metarun.ensemble import ensemble
-from metarun.ensemble import main as ensemble_main
-from metarun.evaluation import evaluate_checkpoint
-from metarun.run import run
+from metarun.jobs.ensemble import ensemble
+from metarun.jobs.evaluate import evaluate_checkpoint
+from metarun.jobs.train import run
 from tests.helpers import compose_config
 from tests.integration.cli import metarun as run_command
 
@@ -108,24 +107,23 @@ def test_no_entry_point_runs_a_crafted_checkpoint(name: str, finished: Path, tmp
         evaluate_checkpoint(crafted, tmp_path / "eval", device="cpu")
     with pytest.raises(ValueError):
         ensemble([best, best], "average", tmp_path / "ens", device="cpu")
-    assert ensemble_main(["average", str(best), str(best), "--out", str(tmp_path / "e2"),
-                          "--device", "cpu"]) == 2
-    errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
-    assert len(errors) == 1, errors
     with pytest.raises(refused):
         run(compose_config(*SINE, f"train.resume={crafted}"), tmp_path / "unused")
     assert not marker.exists()
 
 
 @pytest.mark.parametrize(("command", "name"), [("metarun-eval", "torch.load"),
+                                               ("metarun-ensemble", "torch.hub.load"),
                                                ("metarun", "pickled callable")])
 def test_the_commands_refuse_it_in_one_line_with_status_2(command: str, name: str,
                                                           finished: Path, tmp_path: Path,
                                                           env: dict[str, str]) -> None:
-    """The same refusals through the console scripts (metarun-ensemble's is called above)."""
+    """The same refusals through the console scripts."""
     crafted, marker = _craft(finished, tmp_path, name)
     args = {"metarun-eval": [f"checkpoint={crafted}", "device=cpu",
                              f"hydra.run.dir={tmp_path / 'eval'}"],
+            "metarun-ensemble": ["average", str(crafted), str(crafted), "device=cpu",
+                                 f"hydra.run.dir={tmp_path / 'ens'}"],
             "metarun": [*SINE, f"train.resume={crafted}", f"hydra.run.dir={tmp_path / 'r'}"]}
     proc = run_command(args[command], env, tmp_path, name=command)
     output = proc.stdout + proc.stderr

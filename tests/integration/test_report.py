@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from metarun.report.cli import main as report_main
+from metarun.cli.report import main as report_main
 from metarun.report.runs import find_runs
 from metarun.report.table import build_report
 from tests.helpers import assert_png

@@ -16,8 +16,8 @@ import pytest
 
 from metarun.engine.checkpoint import load_checkpoint
 from metarun.engine.lock import RunLock
-from metarun.run import run
-from metarun.rundir import OutputDirError
+from metarun.errors import OutputDirError
+from metarun.jobs.train import run
 from tests.helpers import compose_config
 from tests.integration.cli import metarun, metarun_command
 
@@ -60,9 +60,9 @@ def test_refused_commands_leave_a_finished_run_byte_identical(completed: Path, t
          "completed run with different algo._target_"),
         ("metarun-eval", [f"checkpoint={completed}", "eval.ways=1", "device=cpu", there], 2,
          "already holds a completed metarun run"),
-        ("metarun-ensemble", ["average", str(completed), str(completed), "--out",
-                              str(completed), "--device", "cpu"], 2,
-         "--out = " + str(completed) + " already holds"),
+        ("metarun-ensemble", ["average", str(completed), str(completed),
+                              f"hydra.run.dir={completed}", "device=cpu"], 2,
+         "hydra.run.dir = " + str(completed) + " already holds"),
     ]
     for command, args, status, expected in cases:
         proc = metarun(args, env, tmp_path, name=command)
@@ -79,8 +79,8 @@ def test_refused_commands_leave_a_finished_run_byte_identical(completed: Path, t
 def test_ensemble_refuses_an_existing_file_before_any_work(completed: Path, tmp_path: Path,
                                                            env: dict[str, str]) -> None:
     (tmp_path / "taken").write_text("mine")
-    proc = metarun(["average", str(completed), "--out", str(tmp_path / "taken")], env, tmp_path,
-                   name="metarun-ensemble")
+    proc = metarun(["average", str(completed), f"hydra.run.dir={tmp_path / 'taken'}"], env,
+                   tmp_path, name="metarun-ensemble")
     assert proc.returncode == 2 and "is a file" in _one_error_line(proc)
     assert (tmp_path / "taken").read_text() == "mine"
 

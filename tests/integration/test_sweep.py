@@ -12,9 +12,9 @@ import pytest
 import yaml
 
 from metarun import extras
-from metarun.cli import check_extras
-from metarun.run import run
-from metarun.sweep import direction
+from metarun.cli.common import check_extras
+from metarun.cli.sweep import direction
+from metarun.jobs.train import run
 from tests.helpers import compose_config
 from tests.integration.cli import metarun
 
@@ -102,7 +102,7 @@ def test_missing_extra_exits_2_in_one_line(tmp_path: Path, env: dict[str, str]) 
     hide = ("import importlib.util as u, sys; real = u.find_spec; "
             "u.find_spec = lambda name, *a: None if 'optuna' in name else real(name, *a); "
             "sys.argv = ['metarun', '-m', 'hparams_search=protonet']; "
-            "from metarun.cli import main; main()")
+            "from metarun.cli.train import main; main()")
     proc = subprocess.run([sys.executable, "-c", hide], env=env, cwd=tmp_path, text=True,
                           capture_output=True, timeout=120)
     assert proc.returncode == 2

@@ -14,8 +14,10 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from metarun.build import algorithm as build_algorithm
+from metarun.build import fixed_episodes
 from metarun.engine.evaluate import evaluate
-from metarun.run import build_algorithm, fixed_episodes, run
+from metarun.jobs.train import run
 from metarun.types import Split
 
 

@@ -1,4 +1,5 @@
-"""The README's result table, re-run: the default schedules as a user types them (slow, ~15 min).
+"""The results table of docs/evaluation.md, re-run: the default schedules as a user types
+them (slow, ~15 min).
 
 Run with ``python -m pytest -m slow``; CI runs them.
 """
@@ -14,9 +15,10 @@ from tests.integration.cli import metarun
 
 
 @pytest.mark.slow
+@pytest.mark.longest
 @pytest.mark.parametrize(("algo", "floor"), [
-    ("protonet", 0.93),  # README: 95.13% +/- 0.47%
-    ("maml", 0.90),      # README: 93.95% +/- 0.52%
+    ("protonet", 0.93),  # docs/evaluation.md: 95.96% +/- 0.40%
+    ("maml", 0.90),      # docs/evaluation.md: 93.75% +/- 0.51%
 ])
 def test_default_schedule(algo: str, floor: float, env: dict[str, str], tmp_path: Path) -> None:
     proc = metarun([f"algo={algo}", "data=omniglot", "device=cpu",

@@ -12,9 +12,11 @@ from pathlib import Path
 import pytest
 from hydra.utils import instantiate
 
+from metarun.build import algorithm as build_algorithm
+from metarun.build import fixed_episodes
 from metarun.engine.checkpoint import load_checkpoint
 from metarun.engine.evaluate import evaluate
-from metarun.run import build_algorithm, fixed_episodes, run
+from metarun.jobs.train import run
 from metarun.types import Split
 from tests.helpers import compose_config
 

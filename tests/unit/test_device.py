@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from metarun.cli import expand_device_shorthand
+from metarun.cli.common import expand_device_shorthand
 from metarun.device import DeviceUnavailableError, resolve_device
 
 

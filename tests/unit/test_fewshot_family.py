@@ -11,9 +11,10 @@ from metarun.algorithms.baseline import Baseline
 from metarun.algorithms.blackbox import BlackBox
 from metarun.algorithms.siamese import Siamese
 from metarun.backbones.conv4 import Conv4
+from metarun.build import train_sampler
 from metarun.data.batches import ImageSampler, PairSampler
 from metarun.data.episodes import ClassImages
-from metarun.types import LabelledBatch, PairBatch
+from metarun.types import EpisodeData, LabelledBatch, PairBatch
 from tests.helpers import compose_config, random_image_batch
 
 
@@ -42,7 +43,7 @@ def test_siamese_class_score_is_its_best_matching_support_image() -> None:
 def test_siamese_trains_on_pairs_with_verification_loss() -> None:
     torch.manual_seed(0)
     model = Siamese(_conv(), pairs=6, same_fraction=0.5)
-    sampler = model.train_sampler(_bank(), ways=5, shots=1, queries=1)
+    sampler = train_sampler(model, _bank(), EpisodeData(ways=5, shots=1, queries=1))
     assert isinstance(sampler, PairSampler) and sampler.n_same == 3
     batch = sampler.sample(2, torch.Generator().manual_seed(0))
     assert isinstance(batch, PairBatch) and len(batch.same) == 12
@@ -140,7 +141,7 @@ def test_finetuned_head_fits_the_support_set_deterministically(head: str) -> Non
 def test_pretraining_is_classification_over_all_training_classes(head: str) -> None:
     torch.manual_seed(0)
     model = Baseline(_conv(), train_classes=10, head=head, batch_size=8)
-    sampler = model.train_sampler(_bank(), ways=5, shots=1, queries=1)
+    sampler = train_sampler(model, _bank(), EpisodeData(ways=5, shots=1, queries=1))
     batch = sampler.sample(2, torch.Generator().manual_seed(0))
     assert isinstance(batch, LabelledBatch) and batch.x.shape[0] == 16
     out = model.meta_train_step(batch)
@@ -150,12 +151,12 @@ def test_pretraining_is_classification_over_all_training_classes(head: str) -> N
               else model.scale * F.normalize(z, dim=-1) @ F.normalize(w, dim=-1).T)
     torch.testing.assert_close(out.loss, F.cross_entropy(logits, batch.y))
     with pytest.raises(ValueError, match="has 11 classes"):
-        model.train_sampler(ClassImages(torch.zeros(11, 2, 1, 28, 28, dtype=torch.uint8)),
-                            5, 1, 1)
+        train_sampler(model, ClassImages(torch.zeros(11, 2, 1, 28, 28, dtype=torch.uint8)),
+                      EpisodeData(5, 1, 1))
 
 
 def test_baseline_gets_the_train_split_class_count_at_build_time() -> None:
-    from metarun.run import build_algorithm
+    from metarun.build import algorithm as build_algorithm
     from metarun.tasktypes import CLASSIFICATION
 
     class Data:

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from metarun.algorithms.anil import ANIL
-from metarun.algorithms.functional import inner_loop
+from metarun.algorithms.functional import inner_trajectory
 from metarun.algorithms.metasgd import MetaSGD
 from metarun.algorithms.reptile import Reptile
 from tests.unit.test_maml import WAYS, Tiny, _batch
@@ -18,9 +18,9 @@ def test_anil_adapts_only_the_head() -> None:
     model = ANIL(Tiny(), ways=WAYS, inner_lr=0.5, inner_steps=2, bn_mode="running").double()
     task = _batch()[0]
     learner = model._learner()
-    fast = inner_loop(learner, dict(learner.named_parameters()),
-                      model._features(task.support_x), task.support_y, F.cross_entropy,
-                      steps=2, lr=0.5, create_graph=False)
+    fast = inner_trajectory(learner, dict(learner.named_parameters()),
+                            model._features(task.support_x), task.support_y, F.cross_entropy,
+                            steps=2, lr=0.5, create_graph=False)[-1]
     assert set(fast) == {"weight", "bias"}  # the head's parameters, nothing of the body
     assert not torch.allclose(fast["weight"], model.net[1].weight)
     # Adaptation runs without touching the body: its meta-parameters are unchanged...
@@ -48,8 +48,9 @@ def test_metasgd_step_sizes_receive_gradients_and_are_used() -> None:
     with torch.no_grad():
         model.step_sizes["1-weight"].mul_(2.0)
     params = {k: v.detach().requires_grad_() for k, v in model.net.named_parameters()}
-    fast = inner_loop(model.net, params, task.support_x, task.support_y, F.cross_entropy,
-                      steps=1, lr=model._step_size(True), create_graph=False)
+    fast = inner_trajectory(model.net, params, task.support_x, task.support_y,
+                            F.cross_entropy, steps=1, lr=model._step_size(True),
+                            create_graph=False)[-1]
     loss = F.cross_entropy(functional_call(model.net, params, (task.support_x,)), task.support_y)
     grads = dict(zip(params, torch.autograd.grad(loss, list(params.values())), strict=True))
     torch.testing.assert_close(fast["1.weight"], params["1.weight"] - 0.6 * grads["1.weight"])

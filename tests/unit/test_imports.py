@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 
 def _imports_torch(statement: str) -> bool:
     code = f"{statement}; import sys; print('torch' in sys.modules)"
@@ -17,5 +19,31 @@ def test_import_metarun_does_not_import_torch() -> None:
     assert not _imports_torch("import metarun")
 
 
-def test_cli_module_does_not_import_torch() -> None:
-    assert not _imports_torch("import metarun.cli")
+def test_cli_modules_do_not_import_torch() -> None:
+    for module in ("train", "evaluate", "ensemble", "report"):
+        assert not _imports_torch(f"import metarun.cli.{module}"), module
+
+
+def test_every_imported_package_is_declared() -> None:
+    """``dependencies`` in pyproject.toml names exactly the third-party packages that
+    ``metarun/`` imports at its top level (lazy imports of optional extras aside)."""
+    import ast
+    import re
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    declared = {re.split(r"[<>=\[ ]", d)[0].lower() for d in
+                tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]}
+    distribution = {"PIL": "pillow", "yaml": "pyyaml", "hydra": "hydra-core"}
+    extras = {"tensorboard", "hydra_plugins", "optuna"}  # optional: metarun.extras
+    imported: set[str] = set()
+    for path in (root / "metarun").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 and \
+                node.module else []
+            imported |= {n.split(".")[0] for n in names}
+    third_party = {m for m in imported - set(sys.stdlib_module_names) - extras
+                   if m not in ("metarun", "__future__")}
+    assert {distribution.get(m, m).lower() for m in third_party} == declared

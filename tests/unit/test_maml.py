@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from metarun.algorithms.functional import inner_loop
+from metarun.algorithms.functional import inner_trajectory
 from metarun.algorithms.maml import MAML
 from metarun.types import EpisodeBatch
 
@@ -108,8 +108,8 @@ def test_inner_loop_is_gradient_descent_on_a_quadratic() -> None:
         return 0.5 * (pred - y).pow(2).sum()
 
     w = module.weight.detach().clone()
-    fast = inner_loop(module, dict(module.named_parameters()), x, target, loss_fn,
-                      steps=1, lr=0.1, create_graph=False)
+    fast = inner_trajectory(module, dict(module.named_parameters()), x, target, loss_fn,
+                            steps=1, lr=0.1, create_graph=False)[-1]
     expected = w - 0.1 * (x @ w.T - target).T @ x
     torch.testing.assert_close(fast["weight"], expected)
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from metarun.jobs.train import run
 from metarun.report import plots
 from metarun.report.plots import Series, plot_comparison, plot_learning_curve, read_metrics
 from metarun.report.runs import RunRecord, find_runs
 from metarun.report.table import build_report, format_score, swept_keys
-from metarun.run import run
 from tests.helpers import assert_png, compose_config
 
 

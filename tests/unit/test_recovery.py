@@ -19,8 +19,10 @@ from metarun.engine import checkpoint as ckpt
 from metarun.engine.checkpoint import load_checkpoint, load_resumable, save_checkpoint
 from metarun.engine.lock import RunLock, RunLockedError
 from metarun.engine.metrics import MetricsLog
-from metarun.engine.trainer import NonFiniteLossError, Preempted, Trainer
-from metarun.run import _resume_point
+from metarun.engine.schedules import ScheduleSettings, make_schedule
+from metarun.engine.trainer import Trainer, TrainSettings
+from metarun.errors import NonFiniteLossError, Preempted
+from metarun.jobs.train import _resume_point
 from metarun.types import Split
 
 # --- checkpoints -------------------------------------------------------------------------------
@@ -91,11 +93,12 @@ def _trainer(omniglot, out: Path, iterations: int = STEPS, resume=None, seed: in
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     sampler = omniglot[Split.TRAIN].sampler(5, 1, 2)
     val = FixedEpisodes(omniglot[Split.VAL].sampler(5, 1, 2), 2, seed, "val")
-    return Trainer(model, optimizer, sampler, val, iterations=iterations, meta_batch=2,
-                   eval_every=eval_every, log_every=1, seed=seed,
+    settings = TrainSettings(iterations=iterations, meta_batch=2, eval_every=eval_every,
+                             log_every=1, seed=seed, checkpoint_every=1)
+    return Trainer(model, optimizer, sampler, val, settings,
                    checkpoint_dir=out / "checkpoints", metrics=MetricsLog(out / "metrics.jsonl"),
-                   checkpoint_every=1,
-                   lr_schedule=schedule, resume=resume)
+                   scheduler=make_schedule(optimizer, schedule, ScheduleSettings(iterations)),
+                   resume=resume)
 
 
 def _weights(trainer: Trainer) -> dict[str, torch.Tensor]:
@@ -261,3 +264,33 @@ def test_metrics_of_a_resumed_run_drop_the_steps_it_redoes(tmp_path: Path) -> No
     records = [json.loads(line) for line in path.read_text().splitlines()]
     assert [(r["step"], r["split"], r["loss"]) for r in records] == [
         (1, "train", 1.0), (2, "train", 1.0), (3, "train", 2.0)]
+
+
+def test_a_resumed_runs_progress_counts_from_its_step(omniglot, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                      monkeypatch: pytest.MonkeyPatch,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    """Speed and ETA of a resumed run count only the steps this process trains."""
+    from metarun.engine import progress, trainer
+
+    first = _trainer(omniglot, tmp_path / "run", iterations=4)
+    first.fit()
+    blob, _ = load_resumable(tmp_path / "run" / "checkpoints")
+    seen: list[progress.TrainProgress] = []
+
+    class Recorded(progress.TrainProgress):
+        def __enter__(self) -> progress.TrainProgress:
+            seen.append(self)
+            return super().__enter__()
+
+    monkeypatch.setattr(trainer, "TrainProgress", Recorded)
+    _trainer(omniglot, tmp_path / "run", iterations=STEPS, resume=blob).fit()
+    assert [p.start for p in seen] == [4]
+    # Two steps of the remaining ones done in 2 s: 1 step/s, and 6 - 6 = 0 s to go; a bar that
+    # counted from 0 would claim 3 steps/s.
+    now = [100.0]
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: now[0])
+    caplog.set_level("INFO", logger="metarun")
+    with progress.TrainProgress(STEPS, start=4, log_every=1, live=False) as bar:
+        now[0] = 102.0
+        bar.update(6, 0.5, 0.5)
+    assert "1.00 it/s  eta 0:00:00" in caplog.text

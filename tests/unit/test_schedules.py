@@ -7,13 +7,13 @@ import math
 import pytest
 import torch
 
-from metarun.engine.trainer import _scheduler
+from metarun.engine.schedules import ScheduleSettings, make_schedule
 
 
 def _lrs(name: str, iterations: int = 10, lr: float = 1.0, **kwargs: float) -> list[float]:
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)
     options = {"min_lr": 0.0, "step_every": 4, "gamma": 0.5, **kwargs}
-    sched = _scheduler(opt, name, iterations, **options)  # type: ignore[arg-type]
+    sched = make_schedule(opt, name, ScheduleSettings(iterations, **options))  # type: ignore[arg-type]
     seen = []
     for _ in range(iterations):
         seen.append(opt.param_groups[0]["lr"])  # the lr the step at hand uses

@@ -11,64 +11,18 @@ Hydra would and starts the log; a job refused before that leaves the directory b
 
 from __future__ import annotations
 
-import json
 import logging
 import weakref
 from pathlib import Path
 from typing import Any
 
+from metarun.errors import OutputDirError
+from metarun.summary import describe, read_summary
+
 #: Files and folders that only a job's own results put in a directory.
 RESULT_FILES = ("summary.json", "metrics.jsonl", "checkpoints", ".hydra")
 
 _claimed: set[Path] = set()
-
-
-class OutputDirError(ValueError):
-    """The output directory holds another job's results (refused before anything is
-    written)."""
-
-
-def read_summary(directory: Path) -> dict[str, Any] | None:
-    """``summary.json`` of ``directory`` as a dict, ``{}`` when it is missing, ``None`` when
-    it is there but not a JSON object (damaged)."""
-    path = directory / "summary.json"
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {}
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def write_summary(directory: str | Path, summary: dict[str, Any]) -> Path:
-    """Write ``directory/summary.json`` atomically (a reader sees the old file or the new one,
-    never half of one); every metarun command writes its summary through this."""
-    import os
-
-    path = Path(directory) / "summary.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
-
-
-def is_training_summary(summary: dict[str, Any]) -> bool:
-    """Whether ``summary`` was written by a ``metarun`` training run (not by ``metarun-eval``,
-    ``metarun-ensemble`` or anything else)."""
-    return "status" in summary and "command" not in summary and "method" not in summary
-
-
-def describe(summary: dict[str, Any]) -> str:
-    """What wrote ``summary``, in words."""
-    if summary.get("command") == "metarun-eval":
-        return "a metarun-eval result"
-    if "method" in summary:
-        return "a metarun-ensemble result"
-    if is_training_summary(summary):
-        return f"a {summary['status']} metarun run"
-    return "a summary.json that metarun did not write"
 
 
 def refuse_results(directory: str | Path, key: str) -> None:

@@ -1,20 +1,55 @@
-"""The ``metarun`` command: the one ``@hydra.main``."""
+"""The one skeleton of every Hydra console script (``metarun``, ``metarun-eval``,
+``metarun-ensemble``).
+
+A command is a :class:`Command`: its name, its config and its job (config and output directory
+in, a :class:`~metarun.summary.RunResult` and its ``summary.json`` out). :func:`main` owns
+everything else, once for all of them: checking the command line before Hydra starts (renamed
+keys, missing extras, unknown keys and options, bad values, unusable output directories, in
+one line each), running each job through :func:`run_job` (an expected failure is one line and
+its exit status from :mod:`metarun.errors`; in a sweep it is recorded and the sweep goes on),
+and the sweep's closing list of jobs that did not complete.
+"""
 
 from __future__ import annotations
 
 import re
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import hydra
 from omegaconf import DictConfig
 
+from metarun.cli.sweep import FAILED_JOBS, register_resolvers
 from metarun.configs import config_dir
-from metarun.sweep import FAILED_JOBS, register_resolvers
+from metarun.errors import EXIT_BAD_INPUT, EXIT_ERROR, EXIT_PREEMPTED, exit_status
+from metarun.summary import RunResult
 
-register_resolvers()  # before Hydra composes the config
+register_resolvers()  # before Hydra composes a config
+
+
+@dataclass(frozen=True)
+class Command:
+    """One Hydra console script.
+
+    Attributes:
+        prog: its name, at the start of its error lines.
+        config_name: its primary config in ``conf/``.
+        job: what each job does: ``job(cfg, output_dir)``.
+        renamed: old spellings of keys that users may have in scripts -> the key now.
+        rewrite: changes the command line before anything else (after ``device=cuda:N``).
+        checks: more checks of the command line, each an error line or ``None``.
+        show: what the console shows of a finished job, beyond its log lines.
+    """
+
+    prog: str
+    config_name: str
+    job: Callable[[DictConfig, str], RunResult]
+    renamed: dict[str, str] = field(default_factory=dict)
+    rewrite: Callable[[list[str]], list[str]] | None = None
+    checks: tuple[Callable[[list[str]], str | None], ...] = ()
+    show: Callable[[RunResult], None] | None = None
 
 
 _DEVICE_SHORTHAND = re.compile(r"^device=((?:cuda:\d+)(?:,cuda:\d+)*)$")
@@ -34,11 +69,6 @@ def expand_device_shorthand(argv: list[str]) -> list[str]:
     return out
 
 
-#: Exit statuses of a single run (README, "Failure and recovery").
-EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_NON_FINITE, EXIT_LOCKED, EXIT_PREEMPTED = (
-    0, 1, 2, 3, 4, 75)
-
-
 def unwrap(raised: BaseException) -> BaseException:
     """A component that refused its arguments: its own error, not Hydra's wrapper."""
     from hydra.errors import InstantiationException
@@ -48,64 +78,46 @@ def unwrap(raised: BaseException) -> BaseException:
     return raised
 
 
-def exit_status(error: BaseException) -> int | None:
-    """The exit status for an expected failure, or ``None`` for a bug (shown in full)."""
-    from metarun.data.omniglot import CorruptDatasetError
-    from metarun.device import DeviceUnavailableError
-    from metarun.engine.lock import RunLockedError
-    from metarun.engine.signals import Preempted
-    from metarun.engine.trainer import NonFiniteLossError
-    from metarun.extras import MissingExtraError
+def run_job(command: Command, cfg: DictConfig) -> float:
+    """Run one Hydra job of ``command``; return its sweep objective.
 
-    if isinstance(error, Preempted):
-        return EXIT_PREEMPTED
-    if isinstance(error, NonFiniteLossError):
-        return EXIT_NON_FINITE
-    if isinstance(error, RunLockedError):
-        return EXIT_LOCKED
-    if isinstance(error, (ValueError, OSError, DeviceUnavailableError, CorruptDatasetError,
-                          MissingExtraError)):
-        return EXIT_BAD_INPUT  # includes missing or corrupt data and unwritable folders
-    return None
-
-
-def run_job(work: Callable[[str], float], failure: dict[str, Any]) -> float:
-    """Run one Hydra job of a metarun command (``work(output_dir)`` returns the objective).
-
-    A single run that fails as expected prints one line and exits with its status. In a
+    A single job that fails as expected prints one line and exits with its status. In a
     multirun one failed job must not stop the sweep (a stop signal does): it is logged, listed
-    in :data:`~metarun.sweep.FAILED_JOBS` for the end of the sweep, and, in a directory the job
-    had claimed, recorded as ``failure`` plus the error in ``summary.json``; a job refused
-    before it claimed its directory writes nothing there. A re-run sweep's job that already
-    completed with the same config is skipped, keeping its result.
+    in :data:`~metarun.cli.sweep.FAILED_JOBS` for the end of the sweep, and, in a directory the
+    job had claimed, recorded as ``failed`` in ``summary.json``; a job refused before it
+    claimed its directory writes nothing there. A re-run sweep's job that already completed
+    with the same config is skipped, keeping its result.
     """
     import logging
 
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from metarun.engine.signals import Preempted
-    from metarun.run import RunCompletedError
-    from metarun.rundir import claimed
+    from metarun.errors import Preempted, RunCompletedError
+    from metarun.jobs.rundir import claimed
+    from metarun.summary import objective, read_summary
 
     log = logging.getLogger("metarun")
     hydra_cfg = HydraConfig.get()
     output_dir = hydra_cfg.runtime.output_dir
     try:
-        return work(output_dir)
+        result = command.job(cfg, output_dir)
+        if command.show is not None:
+            command.show(result)
+        return result.objective
     except (Exception, Preempted) as raised:
         e = unwrap(raised)
         status = exit_status(e)
         multirun = hydra_cfg.mode == RunMode.MULTIRUN
         if multirun and isinstance(e, RunCompletedError):
             log.info("job %s already completed; skipped", hydra_cfg.job.num)
-            return e.objective
+            return objective(read_summary(e.directory) or {})
         if multirun and status != EXIT_PREEMPTED:
             log.error("job %s failed: %s", hydra_cfg.job.num, e, exc_info=status is None)
             where = getattr(e, "directory", None) or Path(output_dir)
             FAILED_JOBS.setdefault(str(Path(where).resolve()), f"{type(e).__name__}: {e}")
             if claimed(where):
-                _record_failure(Path(where), e, failure)
+                _record_failure(Path(where), e, command.prog)
             return float("nan")
         if status is None:
             raise
@@ -114,20 +126,13 @@ def run_job(work: Callable[[str], float], failure: dict[str, Any]) -> float:
         sys.exit(status)
 
 
-@hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
-def _app(cfg: DictConfig) -> float:
-    from metarun.run import run
-
-    return run_job(lambda output_dir: run(cfg, output_dir).objective, failure={})
-
-
-def _record_failure(output_dir: Path, error: BaseException, failure: dict[str, Any]) -> None:
+def _record_failure(output_dir: Path, error: BaseException, command: str) -> None:
     """Make sure a failed job's directory says so (a training run writes this itself once
     training has started)."""
-    from metarun.rundir import write_summary
+    from metarun.summary import FAILED, write_summary
 
     if not (output_dir / "summary.json").exists():
-        write_summary(output_dir, {**failure, "status": "failed",
+        write_summary(output_dir, {"command": command, "status": FAILED,
                                    "error": f"{type(error).__name__}: {error}"})
 
 
@@ -262,6 +267,8 @@ def check_output_dir(argv: list[str]) -> str | None:
         except Exception:  # noqa: BLE001 - Hydra reports a malformed override itself
             continue
         path = Path(value).expanduser().absolute()
+        if path.exists() and not path.is_dir():
+            return f"{key} = {value} is a file, not a directory"
         existing = next(p for p in (path, *path.parents) if p.exists())
         if not existing.is_dir():
             return f"{key} = {value} cannot be created: Not a directory ({existing})"
@@ -293,6 +300,15 @@ def check_extras(argv: list[str]) -> str | None:
     return None
 
 
+def check_renamed(argv: list[str], renamed: dict[str, str]) -> str | None:
+    """An error line for a key given in a spelling that has been renamed."""
+    for arg in argv:
+        key = arg.lstrip("+~").split("=", 1)[0]
+        if key in renamed:
+            return f"{key} is now {renamed[key]} (the same key in every metarun command)"
+    return None
+
+
 def run_app(prog: str, app: Callable[[], object], problem: str | None) -> None:
     """A Hydra app's console script: a problem found before Hydra starts is one error line and
     status 2; jobs of a sweep that did not complete are listed at the end, status 1."""
@@ -308,13 +324,22 @@ def run_app(prog: str, app: Callable[[], object], problem: str | None) -> None:
         sys.exit(EXIT_ERROR)
 
 
-def main() -> None:
-    """Console-script entry point."""
-    sys.argv = [sys.argv[0], *expand_device_shorthand(sys.argv[1:])]
-    argv = sys.argv[1:]
-    run_app("metarun", _app,
-            check_extras(argv) or check_overrides(argv) or check_output_dir(argv))
+def main(command: Command, argv: list[str] | None = None, prog: str | None = None) -> None:
+    """Run ``command`` on ``argv`` (default: the process's arguments) as its console script
+    (``prog``: the name its error lines start with, if not the command's)."""
+    import hydra
 
+    args = expand_device_shorthand(sys.argv[1:] if argv is None else argv)
+    if command.rewrite is not None:
+        args = command.rewrite(args)
+    problem = (check_renamed(args, command.renamed) or check_extras(args)
+               or next((p for check in command.checks if (p := check(args))), None)
+               or check_overrides(args, command.config_name) or check_output_dir(args))
+    sys.argv = [sys.argv[0], *args]
 
-if __name__ == "__main__":
-    main()
+    def task(cfg: DictConfig) -> float:
+        return run_job(command, cfg)
+
+    app = hydra.main(version_base="1.3", config_path=config_dir(),
+                     config_name=command.config_name)(task)
+    run_app(prog or command.prog, app, problem)

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 log = logging.getLogger("metarun")
 
 #: Jobs of the last sweep that did not complete: job directory -> ``"<status>: <error>"``.
-#: Filled by the jobs run in this process (metarun.cli.run_job) and, when a sweep ends, from
+#: Filled by the jobs run in this process (metarun.cli.common.run_job) and, when a sweep ends, from
 #: the job directories (so jobs of other processes, such as joblib's workers, count too).
 FAILED_JOBS: dict[str, str] = {}
 
@@ -67,7 +67,7 @@ class SweepReport(Callback):
                                                                 else ""))
         if not self.enabled or not runs:
             return
-        from metarun.report.cli import print_report, write_report
+        from metarun.report.output import print_report, write_report
         from metarun.report.table import build_report
 
         try:

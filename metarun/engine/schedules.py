@@ -1,0 +1,83 @@
+"""The meta learning-rate schedules of ``train.lr_schedule``: a table of functions.
+
+Each entry builds a torch scheduler (or ``None`` for a constant rate) that the trainer steps
+once per meta-update. A new schedule is one function and one entry here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from torch.optim import Optimizer, lr_scheduler
+
+Scheduler = lr_scheduler.LRScheduler
+
+
+@dataclass(frozen=True)
+class ScheduleSettings:
+    """``train.*`` keys that shape a schedule.
+
+    Attributes:
+        iterations: the run's number of meta-updates (cosine and linear end there).
+        min_lr: the final learning rate of the cosine and linear schedules.
+        step_every: period of the step schedule.
+        gamma: factor of the step schedule.
+    """
+
+    iterations: int
+    min_lr: float = 0.0
+    step_every: int = 2000
+    gamma: float = 0.5
+
+
+def _constant(optimizer: Optimizer, s: ScheduleSettings) -> Scheduler | None:
+    return None
+
+
+def _cosine(optimizer: Optimizer, s: ScheduleSettings) -> Scheduler:
+    """From each initial rate to ``min_lr`` over ``iterations`` steps (MAML++)."""
+    return lr_scheduler.CosineAnnealingLR(optimizer, T_max=s.iterations, eta_min=s.min_lr)
+
+
+def _linear(optimizer: Optimizer, s: ScheduleSettings) -> Scheduler:
+    """The same, linearly (Reptile's annealed outer step size); per parameter group, from its
+    initial rate at step 0 to ``min_lr`` after the last step."""
+    def factor(base: float) -> Callable[[int], float]:
+        if base <= 0:
+            return lambda t: 1.0
+        return lambda t: 1.0 - (1.0 - s.min_lr / base) * min(t, s.iterations) / s.iterations
+
+    return lr_scheduler.LambdaLR(optimizer, [factor(g["lr"]) for g in optimizer.param_groups])
+
+
+def _step(optimizer: Optimizer, s: ScheduleSettings) -> Scheduler:
+    """Multiplied by ``gamma`` every ``step_every`` steps (ProtoNet's halving every 2000
+    episodes)."""
+    return lr_scheduler.StepLR(optimizer, step_size=s.step_every, gamma=s.gamma)
+
+
+SCHEDULES: dict[str, Callable[[Optimizer, ScheduleSettings], Scheduler | None]] = {
+    "constant": _constant,
+    "cosine": _cosine,
+    "linear": _linear,
+    "step": _step,
+}
+
+
+def make_schedule(optimizer: Optimizer, name: str,
+                  settings: ScheduleSettings) -> Scheduler | None:
+    """The scheduler ``name`` (a key of :data:`SCHEDULES`) over ``optimizer``.
+
+    Raises:
+        ValueError: an unknown name, or settings out of range.
+    """
+    if name not in SCHEDULES:
+        raise ValueError(f"train.lr_schedule must be one of {', '.join(SCHEDULES)}; got "
+                         f"{name!r}")
+    if settings.min_lr < 0:
+        raise ValueError(f"train.min_lr must be non-negative; got {settings.min_lr}")
+    if settings.step_every < 1 or not 0 < settings.gamma <= 1:
+        raise ValueError("train.lr_step_every must be at least 1 and train.lr_gamma in "
+                         f"(0, 1]; got {settings.step_every}, {settings.gamma}")
+    return SCHEDULES[name](optimizer, settings)

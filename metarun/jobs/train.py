@@ -1,0 +1,271 @@
+"""A training run: check the directory, build everything, meta-train, meta-test, summarise.
+
+:func:`run` is what ``metarun`` runs for each job, and what tests call. The objects come from
+:mod:`metarun.build`; this module decides only the order of things and what the directory
+says at every point: nothing is written before the directory is known to be this run's, and
+however the run ends, its summary says so.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+
+from metarun import build
+from metarun.algorithms.base import Algorithm
+from metarun.configs import LOCATION_KEYS, leaves
+from metarun.data.episodes import FixedEpisodes
+from metarun.engine.checkpoint import load_checkpoint, load_resumable
+from metarun.engine.evaluate import evaluate
+from metarun.engine.lock import RunLock, is_locked
+from metarun.engine.metrics import MetricsLog
+from metarun.engine.signals import StopRequest
+from metarun.engine.trainer import Trainer, TrainResult
+from metarun.errors import (
+    NonFiniteLossError,
+    OutputDirError,
+    Preempted,
+    RunCompletedError,
+    RunLockedError,
+)
+from metarun.jobs.rundir import claim
+from metarun.summary import (
+    COMPLETED,
+    FAILED,
+    NON_FINITE,
+    PREEMPTED,
+    TRAIN,
+    RunResult,
+    describe,
+    is_training_summary,
+    read_summary,
+    write_summary,
+)
+from metarun.types import EvalResult, Split
+from metarun.validate import validate_config
+
+log = logging.getLogger("metarun")
+
+#: Keys in which a re-run may differ from a completed run and still be the same run.
+SAME_RUN_CHANGES = (*LOCATION_KEYS, "device.", "logger.")
+#: Keys that may change when a run is resumed: those, and how long to train.
+RESUMABLE_CHANGES = (*SAME_RUN_CHANGES, "train.iterations")
+
+
+def run(cfg: DictConfig, output_dir: str | Path) -> RunResult:
+    """Meta-train and meta-test as ``cfg`` says; write everything under ``output_dir``.
+
+    Writes ``metrics.jsonl``, ``checkpoints/best.pt``, ``checkpoints/last.pt`` and, last,
+    ``summary.json``. Returns the summary; its best validation score (accuracy, or MSE for
+    regression) is the sweep objective.
+
+    The directory is checked before anything is written into it: one that another process is
+    using, that holds another command's result, a completed run, or a run of a different
+    experiment is refused and left as it was.
+    """
+    resume_dir = build.resume_dir(cfg)
+    out = Path(resume_dir).expanduser() if resume_dir else Path(output_dir)
+    if resume_dir and not out.is_dir():
+        raise FileNotFoundError(f"train.resume = {resume_dir}: no such run directory")
+    config = build.resolved(cfg)
+    if is_locked(out):
+        raise RunLockedError(f"another metarun process is using {out}; wait for it to finish "
+                             "or choose another run directory")
+    resume = _resume_point(out, config, explicit=bool(resume_dir))  # only reads
+    out.mkdir(parents=True, exist_ok=True)
+    with RunLock(out):
+        if (read_summary(out) or {}).get("status") == COMPLETED:  # finished meanwhile
+            raise RunCompletedError(out)
+        claim(out, cfg)
+        t0 = time.perf_counter()
+        try:  # from here on, however the run ends, its summary says so
+            with StopRequest(at_once=True):  # until training starts, nothing to checkpoint
+                validate_config(cfg)
+                return _train(cfg, out, config, resume, t0)
+        except BaseException as e:
+            _write_unfinished(out, e, time.perf_counter() - t0)
+            raise
+
+
+def _differences(before: Any, now: dict[str, Any], allowed: tuple[str, ...]) -> list[str]:
+    """The dotted keys whose values differ between two resolved configs, except ``allowed``."""
+    old = dict(leaves(before if isinstance(before, dict) else {}, lists=False))
+    new = dict(leaves(now, lists=False))
+    return sorted(k for k in old.keys() | new.keys()
+                  if old.get(k) != new.get(k) and not k.startswith(allowed))
+
+
+def _resume_point(out: Path, config: dict[str, Any], explicit: bool) -> dict[str, Any] | None:
+    """The checkpoint to continue from, or ``None`` for a fresh run. Only reads ``out``.
+
+    Raises:
+        RunCompletedError: ``out`` holds a completed run of this experiment.
+        OutputDirError: it holds a completed run of another experiment, or another command's
+            result.
+        ValueError: its checkpoint belongs to a different experiment, or none loads.
+    """
+    summary = read_summary(out)
+    if summary is None:
+        log.warning("%s/summary.json is damaged; going by the run's checkpoints", out)
+    elif summary and not is_training_summary(summary):
+        raise OutputDirError(f"{out} holds {describe(summary)}, not a training run; choose "
+                             "another hydra.run.dir")
+    completed = isinstance(summary, dict) and summary.get("status") == COMPLETED
+    checkpoints = out / "checkpoints"
+    if not (checkpoints / "last.pt").exists() and not (checkpoints / "last.prev.pt").exists():
+        if completed:
+            raise OutputDirError(f"{out} already holds a completed run whose checkpoints are "
+                                 "missing; choose another hydra.run.dir")
+        if explicit:
+            raise FileNotFoundError(f"train.resume = {out}: no checkpoint to resume from")
+        return None
+    try:
+        blob, path = load_resumable(checkpoints)
+    except ValueError as e:
+        if summary and summary.get("resumable"):  # it promised a resume that cannot work
+            write_summary(out, {**summary, "command": TRAIN, "resumable": False,
+                                "error": str(e)})
+        raise
+    if completed:
+        changed = _differences(blob.get("config"), config, SAME_RUN_CHANGES)
+        if changed:
+            raise OutputDirError(f"{out} already holds a completed run with different "
+                                 f"{', '.join(changed)}; choose another directory")
+        raise RunCompletedError(out)
+    changed = _differences(blob.get("config"), config, RESUMABLE_CHANGES)
+    if changed:
+        raise ValueError(f"cannot resume {out}: the run was started with different "
+                         f"{', '.join(changed)}; only {', '.join(RESUMABLE_CHANGES)} may "
+                         "change on resume")
+    log.info("resuming %s from %s (step %d)", out, path, blob["step"])
+    return blob
+
+
+@dataclass
+class _Built:
+    """A training run's objects."""
+
+    device: torch.device
+    algorithm: Algorithm
+    train_classes: int | None
+    trainer_inputs: dict[str, Any]
+    val: FixedEpisodes
+    test: FixedEpisodes
+
+
+def _build(cfg: DictConfig) -> _Built:
+    device = build.device(cfg)
+    about = build.info(cfg)
+    data = build.dataset(cfg)
+    sources = build.splits(data, device)
+    classes = build.train_classes(sources)
+    torch.manual_seed(about.seed)  # model initialisation; episodes use their own generators
+    algorithm = build.algorithm(cfg, data, classes)
+    algorithm.check_task(about.task.ways)
+    algorithm.check_task(about.eval_task.ways)
+    sampler = build.train_sampler(algorithm, sources[Split.TRAIN], about.task)
+    val = build.fixed_episodes(cfg, sources, Split.VAL)
+    test = build.fixed_episodes(cfg, sources, Split.TEST)
+    t = about.task
+    log.info("device %s | train/val/test: %s | %d-way %d-shot %d-query | %s", device,
+             " / ".join(sources[s].description for s in Split), t.ways, t.shots, t.queries,
+             type(algorithm).__name__)
+    algorithm.to(device)
+    optimizer = build.optimizer(cfg, algorithm)
+    return _Built(device, algorithm, classes, {
+        "optimizer": optimizer, "sampler": sampler, "settings": build.train_settings(cfg),
+        "scheduler": build.schedule(cfg, optimizer)}, val, test)
+
+
+def _train(cfg: DictConfig, out: Path, config: dict[str, Any],
+           resume: dict[str, Any] | None, t0: float) -> RunResult:
+    built = _build(cfg)
+    algorithm = built.algorithm
+    resume_step = None if resume is None else int(resume["step"])
+    metrics = MetricsLog(out / "metrics.jsonl", resume_step=resume_step,
+                         sinks=build.metric_sinks(cfg, out, resume_step))
+    try:
+        trainer = Trainer(algorithm, val_episodes=built.val, checkpoint_dir=out / "checkpoints",
+                          metrics=metrics, resume=resume, **built.trainer_inputs,
+                          checkpoint_extra={"config": config,
+                                            "train_classes": built.train_classes})
+        trained = trainer.fit()
+        best = load_checkpoint(out / "checkpoints" / "best.pt", map_location=built.device)
+        algorithm.load_state_dict(best["algorithm"])
+        result = evaluate(algorithm, built.test)
+        seconds = time.perf_counter() - t0
+        metrics.write(trained.best_step, "test", result.loss, seconds,
+                      **{result.metric: result.score}, ci95=result.ci95)
+    finally:
+        metrics.close()
+        if build.plot(cfg):
+            _plot_curve(out)
+    summary = _completed_summary(build.info(cfg), algorithm, trained, result, built)
+    summary.update(seconds=round(seconds, 2), device=str(built.device),
+                   resumed_from_step=resume_step)
+    write_summary(out, summary)
+    task_type, ev = algorithm.task_type, build.info(cfg).eval_task
+    log.info("test %s %s (95%% CI, %d episodes, %s)", task_type.metric,
+             task_type.format(result.score, result.ci95), result.episodes,
+             task_type.shape(ev.ways, ev.shots))
+    return RunResult(summary=summary, output_dir=str(out))
+
+
+def _write_unfinished(out: Path, error: BaseException, seconds: float) -> None:
+    """Nothing claims success: the summary says how the run ended, and whether running the
+    same command again goes on from here (``resumable``): after a stop signal or another
+    failure when a checkpoint loads (or, stopped before the first one, by starting over);
+    never after a non-finite loss, which the same inputs would meet again."""
+    status = {Preempted: PREEMPTED, NonFiniteLossError: NON_FINITE}.get(type(error), FAILED)
+    resumable = False
+    if status != NON_FINITE:
+        try:
+            load_resumable(out / "checkpoints")
+            resumable = True
+        except FileNotFoundError:
+            resumable = status == PREEMPTED
+        except ValueError:
+            pass
+    write_summary(out, {"command": TRAIN, "status": status,
+                        "error": f"{type(error).__name__}: {error}",
+                        "resumable": resumable, "seconds": round(seconds, 2)})
+
+
+def _completed_summary(about: build.RunInfo, algorithm: Algorithm, trained: TrainResult,
+                       result: EvalResult, built: _Built) -> dict[str, Any]:
+    task_type = algorithm.task_type
+    best: EvalResult = trained.best_val
+    return {
+        "command": TRAIN,
+        "status": COMPLETED,
+        "algo": about.algo,
+        "task_type": task_type.name,
+        "metric": task_type.metric,
+        "higher_is_better": task_type.higher_is_better,
+        "task": vars(about.task),
+        "eval_task": vars(about.eval_task),
+        "test": {**result.as_dict(), "episodes_sha256": built.test.digest()},
+        "val": {f"best_{task_type.metric}": best.score, "best_ci95": best.ci95,
+                "episodes": best.episodes, "episodes_sha256": built.val.digest()},
+        "best_step": trained.best_step,
+        "steps": trained.last_step,
+        "train_seconds": round(trained.seconds, 2),
+        "bn_mode": algorithm.bn_mode,
+        "seed": about.seed,
+    }
+
+
+def _plot_curve(out: Path) -> None:
+    """Draw ``learning_curve.png``; a plot that fails is a warning, never the run's error."""
+    from metarun.report.plots import plot_learning_curve
+
+    try:
+        plot_learning_curve(out)
+    except Exception as e:  # noqa: BLE001 - whatever matplotlib raises
+        log.warning("could not draw %s/learning_curve.png: %s", out, e)
