@@ -20,7 +20,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from metarun.algorithms.base import Algorithm
-from metarun.configs import ENSEMBLE_METHODS, trusted_config
+from metarun.configs import ENSEMBLE_METHODS, LOCATION_KEYS, trusted_config
 from metarun.data.batches import ImageSampler, PairSampler
 from metarun.data.episodes import FixedEpisodes
 from metarun.engine.metrics import MetricsSink
@@ -324,8 +324,6 @@ def common_episodes(configs: list[DictConfig], overrides: dict[str, Any]) -> Dic
 def data_identity(cfg: DictConfig) -> dict[str, Any]:
     """The data keys that say which tasks (not where the files are): equal for models that
     may be compared or combined."""
-    from metarun.configs import LOCATION_KEYS
-
     where = {k.removeprefix("data.") for k in LOCATION_KEYS if k.startswith("data.")}
     data = OmegaConf.to_container(cfg.data, resolve=True)
     assert isinstance(data, dict)

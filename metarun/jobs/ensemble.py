@@ -213,13 +213,14 @@ def ensemble(paths: Sequence[str | Path], method: str, output_dir: str | Path,
         if method == "select":
             chosen = _selected(members, task_type)
             combined = member_results[members.index(chosen)]
+    digest = test.digest()  # hashes every episode's indices: once
     summary = {
         "command": EVAL, "status": COMPLETED, "method": method,
         "metric": task_type.metric, "higher_is_better": task_type.higher_is_better,
         "eval_task": vars(about.eval_task), "seed": about.seed, "split": split.value,
-        "episodes_sha256": test.digest(),
+        "episodes_sha256": digest,
         **_scores(members, member_results, combined, chosen, task_type),
-        "result": {**combined.as_dict(), "episodes_sha256": test.digest()},
+        "result": {**combined.as_dict(), "episodes_sha256": digest},
         "device": str(target), "seconds": round(time.perf_counter() - t0, 2),
     }
     write_summary(output_dir, summary)

@@ -206,11 +206,12 @@ def _train(cfg: DictConfig, out: Path, config: dict[str, Any],
         metrics.close()
         if build.plot(cfg):
             _plot_curve(out)
-    summary = _completed_summary(build.info(cfg), algorithm, trained, result, built)
+    about = build.info(cfg)
+    summary = _completed_summary(about, algorithm, trained, result, built)
     summary.update(seconds=round(seconds, 2), device=str(built.device),
                    resumed_from_step=resume_step)
     write_summary(out, summary)
-    task_type, ev = algorithm.task_type, build.info(cfg).eval_task
+    task_type, ev = algorithm.task_type, about.eval_task
     log.info("test %s %s (95%% CI, %d episodes, %s)", task_type.metric,
              task_type.format(result.score, result.ci95), result.episodes,
              task_type.shape(ev.ways, ev.shots))
