@@ -1,7 +1,9 @@
 """The results table of docs/evaluation.md, re-run: the default schedules as a user types
-them (slow, ~15 min).
+them.
 
-Run with ``python -m pytest -m slow``; CI runs them.
+``python -m pytest -m reproduce`` re-runs both rows (18 and 14 minutes of a one-thread CI
+worker). Not in CI: with them `.ci/run` took 75 minutes, over its 60-minute budget; the
+slow learning tests meta-train both methods on Omniglot there.
 """
 
 from __future__ import annotations
@@ -14,8 +16,7 @@ import pytest
 from tests.integration.cli import metarun
 
 
-@pytest.mark.slow
-@pytest.mark.longest
+@pytest.mark.reproduce
 @pytest.mark.parametrize(("algo", "floor"), [
     ("protonet", 0.93),  # docs/evaluation.md: 95.96% +/- 0.40%
     ("maml", 0.90),      # docs/evaluation.md: 93.75% +/- 0.51%
