@@ -1,9 +1,9 @@
 """The results table of docs/evaluation.md, re-run: the default schedules as a user types
 them.
 
-``python -m pytest -m reproduce`` re-runs both rows (18 and 14 minutes of a one-thread CI
-worker). Not in CI: with them `.ci/run` took 75 minutes, over its 60-minute budget; the
-slow learning tests meta-train both methods on Omniglot there.
+``python -m pytest -m reproduce --dist load`` re-runs both rows, one per worker (18 and 14
+minutes in one-thread CI workers). Not in CI: with them `.ci/run` took 75 minutes, over its
+60-minute budget; the slow learning tests meta-train both methods on Omniglot there.
 """
 
 from __future__ import annotations
