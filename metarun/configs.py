@@ -19,7 +19,8 @@ from typing import Any
 #: Prefixes of the keys that say where files are or how a run is watched, not what it computes:
 #: they may differ between a run and its resume, between ensemble members, between the runs of
 #: a report and between a completed run and a re-run of its sweep.
-LOCATION_KEYS = ("data.root", "data.cache_dir", "data.download", "train.resume", "train.plot",
+LOCATION_KEYS = ("data.root", "data.cache_dir", "data.download", "data.on_device", "data.memmap",
+                 "train.resume", "train.plot",
                  "train.log_every", "train.checkpoint_every")
 
 

@@ -250,15 +250,35 @@ class TaskSource(Protocol):
 @runtime_checkable
 class ClassSource(TaskSource, Protocol):
     """A split made of classes of images, which non-episodic training (pairs, labelled images)
-    can draw from: ``images`` is ``[num_classes, per_class, C, H, W]`` uint8."""
-
-    images: Tensor
+    can draw from (:class:`metarun.data.bank.ClassImages`). Classes may differ in size:
+    ``per_class`` is the smallest, ``max_count`` the largest, ``class_counts`` each one's."""
 
     @property
     def num_classes(self) -> int: ...
 
     @property
     def per_class(self) -> int: ...
+
+    @property
+    def max_count(self) -> int: ...
+
+    @property
+    def uniform(self) -> bool: ...
+
+    @property
+    def class_counts(self) -> Tensor: ...
+
+    @property
+    def device(self) -> torch.device: ...
+
+    def draw(self, keys: Tensor, classes: Tensor, k: int) -> Tensor:
+        """``k`` distinct image ids per class from random keys ``[..., max_count]``."""
+        ...
+
+    def gather(self, classes: Tensor, images: Tensor,
+               generator: torch.Generator | None = None) -> Tensor:
+        """Model input ``[n, C, H, W]`` of images (ids within class) of ``classes``."""
+        ...
 
 
 class Dataset(Protocol):

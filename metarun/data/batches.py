@@ -11,14 +11,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from metarun.data.episodes import _distinct, to_float
+from metarun.data.episodes import _distinct
 from metarun.types import ClassSource, LabelledBatch, PairBatch
-
-
-def _gather(bank: ClassSource, classes: Tensor, images: Tensor) -> Tensor:
-    """Float images of (class, image) ids, both ``[n]``, on the bank's device."""
-    flat = (classes * bank.per_class + images).to(bank.images.device)
-    return to_float(bank.images.flatten(0, 1).index_select(0, flat))
 
 
 class PairSampler:
@@ -49,16 +43,17 @@ class PairSampler:
         """``n`` groups of pairs, flattened to ``n * pairs`` pairs."""
         bank, n_same, n_diff = self.bank, self.n_same, self.pairs - self.n_same
         same_cls = torch.randint(bank.num_classes, (n, n_same, 1), generator=generator)
-        same_img = torch.rand(n, n_same, bank.per_class, generator=generator).topk(2).indices
+        keys = torch.rand(n, n_same, bank.max_count, generator=generator)
+        same_img = bank.draw(keys, same_cls[..., 0], 2)
         diff_cls = _distinct(n * n_diff, 2, bank.num_classes, generator).view(n, n_diff, 2)
-        diff_img = torch.randint(bank.per_class, (n, n_diff, 2), generator=generator)
+        diff_img = _uniform_image(bank, diff_cls, generator)
         classes = torch.cat([same_cls.expand(n, n_same, 2), diff_cls], dim=1).flatten(0, 1)
         images = torch.cat([same_img, diff_img], dim=1).flatten(0, 1)
         same = torch.cat([torch.ones(n, n_same), torch.zeros(n, n_diff)], dim=1).flatten()
         return PairBatch(
-            first=_gather(bank, classes[:, 0], images[:, 0]),
-            second=_gather(bank, classes[:, 1], images[:, 1]),
-            same=same.to(bank.images.device),
+            first=bank.gather(classes[:, 0], images[:, 0], generator),
+            second=bank.gather(classes[:, 1], images[:, 1], generator),
+            same=same.to(bank.device),
             classes=classes,
         )
 
@@ -79,8 +74,21 @@ class ImageSampler:
 
     def sample(self, n: int, generator: torch.Generator) -> LabelledBatch:
         """``n`` groups of ``batch_size`` images, flattened to ``n * batch_size``."""
-        size = n * self.batch_size
-        classes = torch.randint(self.bank.num_classes, (size,), generator=generator)
-        images = torch.randint(self.bank.per_class, (size,), generator=generator)
-        return LabelledBatch(_gather(self.bank, classes, images),
-                             classes.to(self.bank.images.device))
+        size, bank = n * self.batch_size, self.bank
+        if bank.uniform:
+            classes = torch.randint(bank.num_classes, (size,), generator=generator)
+            images = torch.randint(bank.per_class, (size,), generator=generator)
+        else:  # every image equally likely, whatever the size of its class
+            flat = torch.randint(int(bank.class_counts.sum()), (size,), generator=generator)
+            starts = torch.cumsum(bank.class_counts, 0) - bank.class_counts
+            classes = torch.searchsorted(starts, flat, right=True) - 1
+            images = flat - starts[classes]
+        return LabelledBatch(bank.gather(classes, images, generator), classes.to(bank.device))
+
+
+def _uniform_image(bank: ClassSource, classes: Tensor, generator: torch.Generator) -> Tensor:
+    """One uniformly drawn image id within each class of ``classes``."""
+    if bank.uniform:
+        return torch.randint(bank.per_class, tuple(classes.shape), generator=generator)
+    u = torch.rand(tuple(classes.shape), generator=generator)
+    return (u * bank.class_counts[classes]).long().clamp_max(bank.class_counts[classes] - 1)

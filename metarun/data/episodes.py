@@ -1,9 +1,8 @@
 """Tensor-native episode sampling.
 
-A split is one uint8 tensor ``[classes, images_per_class, C, H, W]`` that sits on the target
-device; an episode is a draw of indices from a ``torch.Generator`` (on the CPU, so episodes are
-the same whatever the device) followed by one gather. Nothing here decodes images or reads the
-global RNG.
+A split is a :class:`~metarun.data.bank.ClassImages` bank of uint8 images; an episode is a draw
+of indices from a ``torch.Generator`` (on the CPU, so episodes are the same whatever the device)
+followed by one gather. Nothing here decodes images or reads the global RNG.
 """
 
 from __future__ import annotations
@@ -15,56 +14,11 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from metarun.data.bank import ClassImages, to_float
 from metarun.types import Episode, EpisodeBatch, TaskIndex, TaskSampler
 
-
-def to_float(images: Tensor) -> Tensor:
-    """Model input from stored uint8 pixels: float in ``[0, 1]``, same shape."""
-    return images.float().div_(255.0)
-
-
-@dataclass(frozen=True)
-class ClassImages:
-    """The images of one split, grouped by class.
-
-    Attributes:
-        images: ``[num_classes, per_class, C, H, W]`` uint8.
-        groups: ``[num_classes]`` group id per class (e.g. the alphabet), or ``None``. When set,
-            every episode draws all its classes from one group.
-    """
-
-    images: Tensor
-    groups: Tensor | None = None
-
-    def __post_init__(self) -> None:
-        if self.images.dim() != 5 or self.images.dtype != torch.uint8:
-            raise ValueError(
-                "ClassImages.images must be uint8 [classes, per_class, C, H, W]; got "
-                f"{self.images.dtype} {tuple(self.images.shape)}"
-            )
-        if self.groups is not None and self.groups.shape != (self.num_classes,):
-            raise ValueError("ClassImages.groups must have one entry per class")
-
-    @property
-    def num_classes(self) -> int:
-        return int(self.images.shape[0])
-
-    @property
-    def per_class(self) -> int:
-        return int(self.images.shape[1])
-
-    def to(self, device: torch.device | str) -> ClassImages:
-        return ClassImages(self.images.to(device), self.groups)
-
-    @property
-    def description(self) -> str:
-        return f"{self.num_classes} classes"
-
-    def sampler(self, ways: int, shots: int, queries: int,
-                setting: str = "task") -> EpisodeSampler:
-        """An N-way K-shot Q-query sampler over this split (``setting``: the config keys that
-        chose the shape, named in errors: ``task`` or ``eval``)."""
-        return EpisodeSampler(self, ways, shots, queries, setting)
+__all__ = ["ClassImages", "EpisodeIndex", "EpisodeSampler", "FixedEpisodes", "episode_seed",
+           "to_float"]
 
 
 @dataclass(frozen=True)
@@ -129,9 +83,9 @@ class EpisodeSampler:
     def sample_indices(self, n: int, generator: torch.Generator) -> EpisodeIndex:
         """Draw ``n`` episodes' indices with ``generator`` (a CPU generator)."""
         n_img = self.shots + self.queries
-        # Random keys + topk: a uniform ordered subset without replacement, vectorised.
-        images = torch.rand(n, self.ways, self.bank.per_class, generator=generator)
-        images = images.topk(n_img, dim=-1).indices
+        # Random keys + topk: a uniform ordered subset without replacement, vectorised (keys
+        # past a smaller class's last image are masked out by ``draw``).
+        keys = torch.rand(n, self.ways, self.bank.max_count, generator=generator)
         if not self._group_classes:
             classes = _distinct(n, self.ways, self.bank.num_classes, generator)
         else:
@@ -142,18 +96,17 @@ class EpisodeSampler:
                 order = torch.rand(len(members), generator=generator).topk(self.ways).indices
                 rows.append(members[order])
             classes = torch.stack(rows)
-        return EpisodeIndex(classes, images)
+        return EpisodeIndex(classes, self.bank.draw(keys, classes, n_img))
 
-    def materialize(self, index: EpisodeIndex) -> EpisodeBatch:
-        """Gather the pixels of ``index`` on the bank's device."""
-        bank = self.bank.images
-        device = bank.device
-        t, n, k = len(index), self.ways, self.shots
-        flat = (index.classes[..., None] * self.bank.per_class + index.images).flatten()
-        # index_select on the flattened bank is a row copy: far faster than 2-D fancy indexing.
-        x = bank.flatten(0, 1).index_select(0, flat.to(device))
-        x = to_float(x).view(t, n, self.shots + self.queries, *bank.shape[2:])
-        shape = x.shape[3:]
+    def materialize(self, index: EpisodeIndex,
+                    generator: torch.Generator | None = None) -> EpisodeBatch:
+        """Gather the pixels of ``index`` on the bank's device (augmented, when the bank's
+        pipeline augments, with ``generator``: training passes its own, evaluation none)."""
+        t, n, k, m = len(index), self.ways, self.shots, self.shots + self.queries
+        x = self.bank.gather(index.classes[..., None].expand(-1, -1, m).flatten(),
+                             index.images.flatten(), generator)
+        x = x.view(t, n, m, *x.shape[1:])
+        shape, device = x.shape[3:], x.device
         classes = index.classes.to(device)
         labels = torch.arange(n, device=device)
         return EpisodeBatch(
@@ -165,8 +118,8 @@ class EpisodeSampler:
         )
 
     def sample(self, n: int, generator: torch.Generator) -> EpisodeBatch:
-        """Draw and gather ``n`` episodes."""
-        return self.materialize(self.sample_indices(n, generator))
+        """Draw and gather ``n`` training episodes (augmented if the bank's pipeline says)."""
+        return self.materialize(self.sample_indices(n, generator), generator)
 
 
 def _distinct(n: int, k: int, population: int, generator: torch.Generator) -> Tensor:

@@ -56,7 +56,7 @@ PAYLOADS: list[tuple[str, dict[str, Any], str]] = [
     ("module attribute", {"data": {"_target_": "metarun.engine.checkpoint.os.system"}},
      "'metarun.engine.checkpoint.os.system' is not a component"),
     ("a shipped class elsewhere", {"data": {"_target_": "torch.optim.Adam", "params": []}},
-     "allowed at data: metarun.data.omniglot.Omniglot"),
+     "metarun.data.omniglot.Omniglot, metarun.data.sinusoid.Sinusoid"),
     ("nested in _args_", {"backbone": {"_target_": "metarun.backbones.mlp.MLP",
                                        "_args_": [{"_target_": "os.system"}]}},
      "backbone._args_ is not allowed"),
