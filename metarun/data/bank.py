@@ -58,22 +58,23 @@ class ClassImages:
 
     def __post_init__(self) -> None:
         x = self.images
-        grid = self.counts is None
-        if x.dtype != torch.uint8 or x.dim() != (5 if grid else 4):
+        grid = x.dim() == 5
+        if x.dtype != torch.uint8 or x.dim() not in (4, 5) or (not grid and self.counts is None):
             raise ValueError(
                 "ClassImages.images must be uint8 [classes, per_class, C, H, W], or "
                 f"[total, C, H, W] with counts; got {x.dtype} {tuple(x.shape)}"
             )
         if grid:
             counts = torch.full((x.shape[0],), x.shape[1], dtype=torch.long)
-            object.__setattr__(self, "counts", counts)
-            object.__setattr__(self, "pixels", x.flatten(0, 1))
+            pixels = x.flatten(0, 1)
         else:
-            counts = torch.as_tensor(self.counts, dtype=torch.long)
-            if counts.dim() != 1 or int(counts.sum()) != x.shape[0] or bool((counts < 1).any()):
-                raise ValueError("ClassImages.counts must be positive and sum to the images")
-            object.__setattr__(self, "counts", counts)
-            object.__setattr__(self, "pixels", x)
+            counts, pixels = torch.as_tensor(self.counts, dtype=torch.long), x
+        if self.counts is not None and not torch.equal(torch.as_tensor(self.counts), counts):
+            raise ValueError("ClassImages.counts must match the grid of images")
+        if counts.dim() != 1 or int(counts.sum()) != len(pixels) or bool((counts < 1).any()):
+            raise ValueError("ClassImages.counts must be positive and sum to the images")
+        object.__setattr__(self, "counts", counts)
+        object.__setattr__(self, "pixels", pixels)
         object.__setattr__(self, "starts", torch.cumsum(counts, 0) - counts)
         if self.groups is not None and self.groups.shape != (self.num_classes,):
             raise ValueError("ClassImages.groups must have one entry per class")
@@ -110,17 +111,14 @@ class ClassImages:
         to copy) left where it is, with gathered images sent there."""
         device = torch.device(device)
         if not self.resident:
-            return replace(self, counts=None if self.images.dim() == 5 else self.counts,
-                           output_device=device)
-        return replace(self, images=self.images.to(device),
-                       counts=None if self.images.dim() == 5 else self.counts,
-                       output_device=None)
+            return replace(self, output_device=device)
+        return replace(self, images=self.images.to(device), output_device=None)
 
     @property
     def description(self) -> str:
-        sizes = (f"{self.per_class}" if self.uniform
-                 else f"{self.per_class}-{self.max_count}")
-        return f"{self.num_classes} classes of {sizes} images"
+        if self.uniform:
+            return f"{self.num_classes} classes"
+        return f"{self.num_classes} classes of {self.per_class}-{self.max_count} images"
 
     def sampler(self, ways: int, shots: int, queries: int,
                 setting: str = "task") -> EpisodeSampler:

@@ -65,3 +65,39 @@ def test_labelled_images_carry_their_class() -> None:
     assert len(set(batch.y.tolist())) > 1
     with pytest.raises(ValueError, match="algo.batch_size"):
         ImageSampler(_bank(), 0)
+
+
+def _ragged(counts: list[int]) -> ClassImages:
+    """A flat bank whose image i holds the value i (its global position)."""
+    total = sum(counts)
+    pixels = torch.arange(total).to(torch.uint8)[:, None, None, None].expand(-1, 1, 2, 2)
+    return ClassImages(pixels.contiguous(), counts=torch.tensor(counts))
+
+
+def test_ragged_banks_draw_only_their_own_images() -> None:
+    counts = [2, 6, 3, 9]
+    bank = _ragged(counts)
+    assert (bank.per_class, bank.max_count, bank.uniform) == (2, 9, False)
+    starts = [0, 2, 8, 11]
+    g = torch.Generator().manual_seed(0)
+    pairs = PairSampler(bank, 8, 0.5).sample(50, g)
+    for images, cls in ((pairs.first, pairs.classes[:, 0]), (pairs.second, pairs.classes[:, 1])):
+        ids = _ids(images)
+        lo = torch.tensor(starts)[cls]
+        assert ((ids >= lo) & (ids < lo + torch.tensor(counts)[cls])).all()
+    labelled = ImageSampler(bank, 100).sample(40, g)
+    ids = _ids(labelled.x)
+    assert torch.equal(torch.bucketize(ids, torch.tensor(starts[1:]), right=True), labelled.y)
+    # every image equally likely: the classes come up in proportion to their sizes
+    share = torch.bincount(labelled.y, minlength=4).float() / len(labelled.y)
+    assert torch.allclose(share, torch.tensor(counts) / sum(counts), atol=0.03)
+    assert set(ids.tolist()) == set(range(sum(counts)))
+
+
+def test_banks_refuse_counts_that_do_not_fit() -> None:
+    with pytest.raises(ValueError, match="sum to the images"):
+        ClassImages(torch.zeros(5, 1, 2, 2, dtype=torch.uint8), counts=torch.tensor([2, 2]))
+    with pytest.raises(ValueError, match="with counts"):
+        ClassImages(torch.zeros(5, 1, 2, 2, dtype=torch.uint8))
+    grid = ClassImages(torch.zeros(3, 4, 1, 2, 2, dtype=torch.uint8))
+    assert grid.to("cpu").class_counts.tolist() == [4, 4, 4]

@@ -273,3 +273,37 @@ def test_the_shipped_splits_are_the_published_counts() -> None:
             ("train", "val", "test")] == [38400, 9600, 12000]
     assert np.unique([r[1] for s in ("train", "val", "test")
                       for r in csv_rows("tiered-imagenet", s, header=False)]).size == 34
+
+
+def test_a_file_of_the_official_size_with_other_bytes_fails_its_checksum(
+        data_root: Path, tmp_path: Path) -> None:
+    if not (data_root / "MNIST" / "raw").is_dir():
+        pytest.skip(f"MNIST is not in {data_root}/MNIST/raw")
+    raw = tmp_path / "MNIST" / "raw"
+    shutil.copytree(data_root / "MNIST" / "raw", raw)
+    target = raw / "t10k-labels-idx1-ubyte"
+    os.chmod(target, 0o644)
+    data = bytearray(target.read_bytes())
+    data[-1] = (data[-1] + 1) % 10  # one label changed: same size, valid format
+    target.write_bytes(bytes(data))
+    with pytest.raises(CorruptDatasetError, match="not the published 27ae3e4e"):
+        MNIST(root=str(tmp_path), cache_dir="unused", download=False).load()
+
+
+@pytest.mark.parametrize(("data", "write", "extra"), [
+    ("cifar_fs", files.write_cifar100, ["data.augment=metaoptnet"]),
+    ("tiered_imagenet", lambda root: files.write_tiered(root, "npz"),
+     ["data.augment=feat", "data.memmap=true"]),
+])
+def test_a_run_on_a_benchmark_writes_its_summary(data: str, write, extra: list[str],  # type: ignore[no-untyped-def]
+                                                 tmp_path: Path) -> None:
+    from metarun.jobs.train import run
+    from tests.helpers import compose_config
+
+    write(tmp_path / "data")
+    cfg = compose_config(f"data={data}", "algo=protonet", "backbone.hidden=8", "device=cpu",
+                         f"data.root={tmp_path / 'data'}", f"data.cache_dir={tmp_path / 'c'}",
+                         "task.queries=1", "train.iterations=2", "train.eval_every=2",
+                         "eval.val_episodes=2", "eval.test_episodes=3", *extra)
+    summary = run(cfg, tmp_path / "run").summary
+    assert summary["test"]["episodes"] == 3 and 0.0 <= summary["test"]["acc"] <= 1.0

@@ -7,6 +7,7 @@ import errno
 import json
 import os
 import signal
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ import torch
 
 from metarun.algorithms.protonet import ProtoNet
 from metarun.backbones.conv4 import Conv4
+from metarun.data.augment import ImagePipeline
 from metarun.data.episodes import FixedEpisodes
 from metarun.engine import checkpoint as ckpt
 from metarun.engine.checkpoint import load_checkpoint, load_resumable, save_checkpoint
@@ -86,12 +88,14 @@ STEPS = 6
 
 
 def _trainer(omniglot, out: Path, iterations: int = STEPS, resume=None, seed: int = 0,  # type: ignore[no-untyped-def]
-             init_seed: int = 0, schedule: str = "cosine", eval_every: int = 3) -> Trainer:
+             init_seed: int = 0, schedule: str = "cosine", eval_every: int = 3,
+             augment: str = "none") -> Trainer:
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(init_seed)
     model = ProtoNet(Conv4((1, 28, 28), hidden=8))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    sampler = omniglot[Split.TRAIN].sampler(5, 1, 2)
+    train = replace(omniglot[Split.TRAIN], pipeline=ImagePipeline(augment=augment, padding=2))
+    sampler = train.sampler(5, 1, 2)
     val = FixedEpisodes(omniglot[Split.VAL].sampler(5, 1, 2), 2, seed, "val")
     settings = TrainSettings(iterations=iterations, meta_batch=2, eval_every=eval_every,
                              log_every=1, seed=seed, checkpoint_every=1)
@@ -117,12 +121,15 @@ def _stop_at(trainer: Trainer, step: int, action) -> None:  # type: ignore[no-un
     trainer.algorithm.meta_train_step = patched  # type: ignore[method-assign]
 
 
-def test_a_stopped_run_resumes_exactly(omniglot, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    full = _trainer(omniglot, tmp_path / "full")
+@pytest.mark.parametrize("augment", ["none", "metaoptnet"])
+def test_a_stopped_run_resumes_exactly(omniglot, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                       augment: str) -> None:
+    """Also with augmentation: its every draw comes from the saved episode generator."""
+    full = _trainer(omniglot, tmp_path / "full", augment=augment)
     full.fit()
     expected = _weights(full)
 
-    first = _trainer(omniglot, tmp_path / "cut")
+    first = _trainer(omniglot, tmp_path / "cut", augment=augment)
 
     def sigint(out):  # type: ignore[no-untyped-def]
         signal.raise_signal(signal.SIGINT)  # the handler only sets a flag
@@ -135,7 +142,7 @@ def test_a_stopped_run_resumes_exactly(omniglot, tmp_path: Path) -> None:  # typ
     assert blob["step"] == 4
 
     torch.manual_seed(123)  # whatever the global RNG did since, the checkpoint restores it
-    resumed = _trainer(omniglot, tmp_path / "cut", resume=blob, init_seed=99)
+    resumed = _trainer(omniglot, tmp_path / "cut", resume=blob, init_seed=99, augment=augment)
     assert resumed.start_step == 5
     resumed.fit()
     for k, v in _weights(resumed).items():
@@ -143,7 +150,7 @@ def test_a_stopped_run_resumes_exactly(omniglot, tmp_path: Path) -> None:  # typ
 
     # Negative control: the same resume without the random states sees other episodes.
     blob.pop("rng")
-    control = _trainer(omniglot, tmp_path / "control", resume=blob)
+    control = _trainer(omniglot, tmp_path / "control", resume=blob, augment=augment)
     control.fit()
     assert any(not torch.equal(v, expected[k]) for k, v in _weights(control).items())
 
