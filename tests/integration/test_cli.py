@@ -118,3 +118,17 @@ def test_multirun_jobs_follow_the_contract(env: dict[str, str], tmp_path: Path,
     maml = json.loads((tiny_run[1] / "summary.json").read_text())
     assert maml["algo"] == "MAML" and summaries[0]["algo"] == "ProtoNet"
     assert summaries[0]["test"]["episodes_sha256"] == maml["test"]["episodes_sha256"]
+
+
+def test_a_benchmark_that_is_not_there_is_one_line_and_exit_2(env: dict[str, str],
+                                                               tmp_path: Path) -> None:
+    empty = tmp_path / "data"
+    empty.mkdir()
+    proc = metarun(["data=mini_imagenet", f"data.root={empty}", "device=cpu", *TINY], env,
+                   tmp_path)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2 and "Traceback" not in out
+    errors = [line for line in out.splitlines() if "ERROR" in line]
+    assert len(errors) == 1 and "mini-imagenet-cache-train.pkl" in errors[0]
+    assert "images/ folder" in errors[0] and str(empty / "mini-imagenet") in errors[0]
+    assert list(empty.iterdir()) == []  # nothing written where the data belongs

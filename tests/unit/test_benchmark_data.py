@@ -307,3 +307,29 @@ def test_a_run_on_a_benchmark_writes_its_summary(data: str, write, extra: list[s
                          "eval.val_episodes=2", "eval.test_episodes=3", *extra)
     summary = run(cfg, tmp_path / "run").summary
     assert summary["test"]["episodes"] == 3 and 0.0 <= summary["test"]["acc"] <= 1.0
+
+
+def test_a_png_that_does_not_decode_is_one_line(tmp_path: Path) -> None:
+    folder = files.write_tiered(tmp_path, "png")
+    path = folder / "test_images_png.pkl"
+    encoded = pickle.loads(path.read_bytes())
+    encoded[3] = np.frombuffer(b"\x89PNG\r\n\x1a\nnot really", dtype=np.uint8)
+    path.write_bytes(pickle.dumps(encoded, protocol=2))
+    with pytest.raises(CorruptDatasetError, match="image 3 is not a readable PNG"):
+        _open(TieredImageNet, tmp_path).load()
+
+
+def test_the_tiered_cache_is_reused_then_rebuilt_for_another_layout(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    files.write_tiered(tmp_path, "npz")
+    first = _open(TieredImageNet, tmp_path).load()[Split.TRAIN]
+    with caplog.at_level(logging.WARNING):
+        again = _open(TieredImageNet, tmp_path).load()[Split.TRAIN]
+    assert not caplog.records and torch.equal(first.pixels, again.pixels)
+    for npz in (tmp_path / "tiered-imagenet").glob("*.npz"):
+        npz.unlink()
+    files.write_tiered(tmp_path, "png")
+    with caplog.at_level(logging.WARNING):
+        from_png = _open(TieredImageNet, tmp_path).load()[Split.TRAIN]
+    assert "the files it was built from have changed" in caplog.text
+    assert torch.equal(from_png.pixels, first.pixels)  # PNG is lossless: the same pixels
