@@ -268,6 +268,9 @@ class ClassSource(TaskSource, Protocol):
     @property
     def class_counts(self) -> Tensor: ...
 
+    #: ``[num_classes]`` index of each class's first image in the split (CPU).
+    starts: Tensor
+
     @property
     def device(self) -> torch.device: ...
 

@@ -80,9 +80,8 @@ class ImageSampler:
             images = torch.randint(bank.per_class, (size,), generator=generator)
         else:  # every image equally likely, whatever the size of its class
             flat = torch.randint(int(bank.class_counts.sum()), (size,), generator=generator)
-            starts = torch.cumsum(bank.class_counts, 0) - bank.class_counts
-            classes = torch.searchsorted(starts, flat, right=True) - 1
-            images = flat - starts[classes]
+            classes = torch.searchsorted(bank.starts, flat, right=True) - 1
+            images = flat - bank.starts[classes]
         return LabelledBatch(bank.gather(classes, images, generator), classes.to(bank.device))
 
 

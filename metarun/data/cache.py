@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from metarun.data.formats import read_npy_header
+
 log = logging.getLogger(__name__)
 
 FORMAT = 1
@@ -132,10 +134,7 @@ def _map(path: Path) -> tuple[np.ndarray, Callable[[], None]]:
     pixels). Dropping them after each gather (``MADV_DONTNEED``; clean pages of a private
     mapping are simply read again from the page cache) keeps it to the images in use."""
     with open(path, "rb") as f:
-        version = np.lib.format.read_magic(f)
-        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                       else np.lib.format.read_array_header_2_0)
-        shape, fortran, dtype = read_header(f)
+        shape, fortran, dtype = read_npy_header(f)
         offset = f.tell()
         mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
     if fortran:

@@ -54,6 +54,25 @@ def _refuse(path: Path, problem: str, fix: str) -> CorruptDatasetError:
     return CorruptDatasetError(f"{path} {problem}; {fix}")
 
 
+def check_head(path: Path, fix: str) -> None:
+    """Raise :class:`CorruptDatasetError` when ``path`` is empty or a web page."""
+    with open(path, "rb") as f:
+        problem = sniff(path, f.read(512))
+    if problem is not None:
+        raise _refuse(path, problem, fix)
+
+
+def read_npy_header(f: Any) -> tuple[tuple[int, ...], bool, Any]:
+    """``(shape, fortran_order, dtype)`` of the ``.npy`` stream ``f``, left at its data."""
+    import numpy as np
+
+    version = np.lib.format.read_magic(f)
+    read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+            else np.lib.format.read_array_header_2_0)
+    shape, fortran, dtype = read(f)
+    return tuple(shape), bool(fortran), dtype
+
+
 def read_pickle(path: Path, fix: str, encoding: str = "latin1") -> Any:
     """The content of a pickled data file, read with the restricted unpickler.
 
@@ -66,12 +85,8 @@ def read_pickle(path: Path, fix: str, encoding: str = "latin1") -> Any:
         CorruptDatasetError: an HTML page, an empty or truncated file, not a pickle, or a
             pickle that asks for anything but containers and numpy arrays.
     """
+    check_head(path, fix)
     with open(path, "rb") as f:
-        head = f.read(512)
-        problem = sniff(path, head)
-        if problem is not None:
-            raise _refuse(path, problem, fix)
-        f.seek(0)
         try:
             return _DataUnpickler(f, encoding=encoding).load()
         except pickle.UnpicklingError as e:

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from metarun.data.cache import BankCache, SplitImages
-from metarun.data.formats import csv_rows, fingerprint, read_pickle, sniff
+from metarun.data.formats import check_head, csv_rows, fingerprint, read_npy_header, read_pickle
 from metarun.data.imageset import ImageDataset, to_pixels
 from metarun.errors import CorruptDatasetError, DatasetNotFoundError
 from metarun.types import Split
@@ -155,16 +155,10 @@ def _png_chunks(path: Path) -> Iterator[np.ndarray]:
 
 def _npz_chunks(path: Path) -> Iterator[np.ndarray]:
     """The ``images`` array of an ``.npz``, ``[n, 3, 84, 84]`` chunks, streamed."""
-    with open(path, "rb") as f:
-        problem = sniff(path, f.read(512))
-    if problem is not None:
-        raise CorruptDatasetError(f"{path} {problem}; {_FIX}")
+    check_head(path, _FIX)
     try:
         with zipfile.ZipFile(path) as z, z.open("images.npy") as member:
-            version = np.lib.format.read_magic(member)
-            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                           else np.lib.format.read_array_header_2_0)
-            shape, fortran, dtype = read_header(member)
+            shape, fortran, dtype = read_npy_header(member)
             if dtype != np.uint8 or fortran or tuple(shape[1:]) != (84, 84, 3):
                 raise CorruptDatasetError(f"{path}: images must be uint8 Nx84x84x3 (C order); "
                                           f"got {dtype} {shape}; {_FIX}")
