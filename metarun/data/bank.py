@@ -69,7 +69,8 @@ class ClassImages:
             pixels = x.flatten(0, 1)
         else:
             counts, pixels = torch.as_tensor(self.counts, dtype=torch.long), x
-        if self.counts is not None and not torch.equal(torch.as_tensor(self.counts), counts):
+        if self.counts is not None and not torch.equal(
+                torch.as_tensor(self.counts, dtype=torch.long), counts):
             raise ValueError("ClassImages.counts must match the grid of images")
         if counts.dim() != 1 or int(counts.sum()) != len(pixels) or bool((counts < 1).any()):
             raise ValueError("ClassImages.counts must be positive and sum to the images")
