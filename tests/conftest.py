@@ -36,15 +36,27 @@ def _test_cache() -> Path:
                 or Path.home() / ".cache" / "metarun-tests")
 
 
+def _found(root: Path | None, problem: str) -> Path:
+    """The data folder a finder of tests/data.py returned, or a skip saying what is missing."""
+    if root is None:
+        pytest.skip(problem)
+    return root
+
+
 @pytest.fixture(scope="session")
 def data_root() -> Path:
     """The folder whose ``omniglot/`` holds the official archives (tests/data.py)."""
     from tests.data import candidates, find_omniglot
 
-    root, problem = find_omniglot(candidates(), _test_cache() / "data")
-    if root is None:
-        pytest.skip(problem)
-    return root
+    return _found(*find_omniglot(candidates(), _test_cache() / "data"))
+
+
+@pytest.fixture(scope="session")
+def mnist_root() -> Path:
+    """The folder whose ``MNIST/raw/`` holds the four IDX files (tests/data.py)."""
+    from tests.data import candidates, find_mnist
+
+    return _found(*find_mnist(candidates(), _test_cache() / "data"))
 
 
 @pytest.fixture(scope="session")

@@ -58,3 +58,36 @@ def find_omniglot(places: list[Path], fetch_into: Path | None,
             return None, (f"Omniglot is not in {where} and could not be downloaded into "
                           f"{fetch_into} ({' '.join(str(e).split())[:200]}); {how}")
     return fetch_into, ""
+
+
+MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+               "t10k-labels-idx1-ubyte")
+
+
+def has_mnist(root: Path) -> bool:
+    """Whether ``root/MNIST/raw`` holds the four uncompressed IDX files."""
+    return all((root / "MNIST" / "raw" / name).is_file() for name in MNIST_FILES)
+
+
+def find_mnist(places: list[Path], fetch_into: Path) -> tuple[Path | None, str]:
+    """``(data root, "")`` of MNIST, fetched once (torchvision's download and MD5s) into
+    ``fetch_into`` when no place has it; or ``(None, why)``."""
+    for place in [*places, fetch_into]:
+        if has_mnist(place):
+            return place, ""
+    import fcntl
+
+    from metarun.data.mnist import MNIST
+
+    fetch_into.mkdir(parents=True, exist_ok=True)
+    with open(fetch_into / ".fetch-mnist.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if not has_mnist(fetch_into):
+                MNIST(str(fetch_into), "unused", download=True).read()
+        except (OSError, RuntimeError) as e:
+            where = " or ".join(str(p) for p in places) or "no folder"
+            return None, (f"MNIST is not in {where} and could not be downloaded into "
+                          f"{fetch_into} ({' '.join(str(e).split())[:200]}); set METARUN_DATA "
+                          "to a folder whose MNIST/raw/ holds the four IDX files")
+    return fetch_into, ""

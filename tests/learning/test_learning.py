@@ -81,12 +81,11 @@ def test_meta_training_learns(algo: str, overrides: list[str], floor: float, gai
 
 
 def test_meta_training_on_real_mnist_beats_the_untrained_model(
-        tmp_path: Path, data_root: Path, make_config) -> None:  # type: ignore[no-untyped-def]
+        tmp_path: Path, mnist_root: Path, make_config) -> None:  # type: ignore[no-untyped-def]
     """ProtoNet on the real MNIST digits 0-4, tested on 5-9 (``data=mnist``)."""
-    if not (data_root / "MNIST" / "raw").is_dir():
-        pytest.skip(f"MNIST is not in {data_root}/MNIST/raw")
-    cfg = make_config("data=mnist", "algo=protonet", "task=5w1s", "train.iterations=60",
-                      "train.eval_every=60", "eval.val_episodes=20", "eval.test_episodes=200")
+    cfg = make_config("data=mnist", f"data.root={mnist_root}", "algo=protonet", "task=5w1s",
+                      "train.iterations=60", "train.eval_every=60", "eval.val_episodes=20",
+                      "eval.test_episodes=200")
     summary = run(cfg, tmp_path).summary
     acc, ci95 = summary["test"]["acc"], summary["test"]["ci95"]
     before = _untrained_accuracy(cfg)

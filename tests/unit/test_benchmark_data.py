@@ -85,10 +85,8 @@ def test_cifar10_trains_on_five_classes_and_tests_on_official_test_images(
     assert _tags(banks[Split.TEST], "chw")[2] == [(7, 5)]
 
 
-def test_mnist_is_the_real_digits_split_five_and_five(data_root: Path) -> None:
-    if not (data_root / "MNIST" / "raw").is_dir():
-        pytest.skip(f"MNIST is not in {data_root}/MNIST/raw")
-    data = MNIST(root=str(data_root), cache_dir="unused", download=False)
+def test_mnist_is_the_real_digits_split_five_and_five(mnist_root: Path) -> None:
+    data = MNIST(root=str(mnist_root), cache_dir="unused", download=False)
     banks, names = data.load(), data.class_names()
     assert names == {Split.TRAIN: list("01234"), Split.VAL: list("56789"),
                      Split.TEST: list("56789")}
@@ -99,13 +97,16 @@ def test_mnist_is_the_real_digits_split_five_and_five(data_root: Path) -> None:
     assert not banks[Split.TRAIN].uniform  # digits differ in count: a ragged bank
 
 
-def test_a_truncated_mnist_file_is_one_line(data_root: Path, tmp_path: Path) -> None:
-    if not (data_root / "MNIST" / "raw").is_dir():
-        pytest.skip(f"MNIST is not in {data_root}/MNIST/raw")
+def _mnist_copy(mnist_root: Path, tmp_path: Path, name: str) -> Path:
+    """A writable copy of the real MNIST under ``tmp_path``; returns the file ``name`` in it."""
     raw = tmp_path / "MNIST" / "raw"
-    shutil.copytree(data_root / "MNIST" / "raw", raw)
-    target = raw / "t10k-images-idx3-ubyte"
-    os.chmod(target, 0o644)
+    shutil.copytree(mnist_root / "MNIST" / "raw", raw)
+    os.chmod(raw / name, 0o644)
+    return raw / name
+
+
+def test_a_truncated_mnist_file_is_one_line(mnist_root: Path, tmp_path: Path) -> None:
+    target = _mnist_copy(mnist_root, tmp_path, "t10k-images-idx3-ubyte")
     target.write_bytes(target.read_bytes()[:100000])
     with pytest.raises(CorruptDatasetError, match="truncated or not an IDX file") as e:
         MNIST(root=str(tmp_path), cache_dir="unused", download=False).load()
@@ -276,13 +277,8 @@ def test_the_shipped_splits_are_the_published_counts() -> None:
 
 
 def test_a_file_of_the_official_size_with_other_bytes_fails_its_checksum(
-        data_root: Path, tmp_path: Path) -> None:
-    if not (data_root / "MNIST" / "raw").is_dir():
-        pytest.skip(f"MNIST is not in {data_root}/MNIST/raw")
-    raw = tmp_path / "MNIST" / "raw"
-    shutil.copytree(data_root / "MNIST" / "raw", raw)
-    target = raw / "t10k-labels-idx1-ubyte"
-    os.chmod(target, 0o644)
+        mnist_root: Path, tmp_path: Path) -> None:
+    target = _mnist_copy(mnist_root, tmp_path, "t10k-labels-idx1-ubyte")
     data = bytearray(target.read_bytes())
     data[-1] = (data[-1] + 1) % 10  # one label changed: same size, valid format
     target.write_bytes(bytes(data))
