@@ -30,6 +30,7 @@ from torch import Tensor
 
 from metarun.data.download import download
 from metarun.data.episodes import ClassImages, to_float
+from metarun.data.imageset import to_pixels
 from metarun.errors import CorruptDatasetError, DatasetNotFoundError
 from metarun.tasktypes import CLASSIFICATION
 from metarun.types import Split
@@ -60,12 +61,7 @@ def preprocess_image(image: Any, image_size: int) -> np.ndarray:
     Returns:
         ``[image_size, image_size]`` uint8, strokes bright (255) on black (0).
     """
-    from PIL import Image
-
-    if not isinstance(image, Image.Image):
-        image = Image.fromarray(np.asarray(image))
-    image = image.convert("L").resize((image_size, image_size), Image.Resampling.LANCZOS)
-    return 255 - np.asarray(image, dtype=np.uint8)
+    return 255 - to_pixels(image, image_size, 1)[0]
 
 
 @dataclass(frozen=True)
