@@ -20,11 +20,11 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from metarun.algorithms.base import Algorithm
-from metarun.configs import ENSEMBLE_METHODS, LOCATION_KEYS, trusted_config
+from metarun.configs import ENSEMBLE_METHODS, LOCATION_KEYS, parse_duration, trusted_config
 from metarun.data.batches import ImageSampler, PairSampler
 from metarun.data.episodes import FixedEpisodes
 from metarun.engine.metrics import MetricsSink
-from metarun.engine.schedules import ScheduleSettings, make_schedule
+from metarun.engine.schedules import LENGTH_SCHEDULES, ScheduleSettings, make_schedule
 from metarun.engine.trainer import TrainSettings
 from metarun.types import (
     ClassSource,
@@ -37,6 +37,9 @@ from metarun.types import (
     TrainSampler,
 )
 
+#: Keys that metarun-eval may set although an older run's config lacks them.
+NEWER_KEYS = ("eval.diverged_above",)
+
 
 @dataclass(frozen=True)
 class RunInfo:
@@ -47,19 +50,29 @@ class RunInfo:
     task: EpisodeData
     eval_task: EpisodeData
     test_episodes: int
+    max_time: float | None = None
+    #: ``eval.diverged_above``: the loss above which a test episode counts as diverged.
+    diverged_above: float | None = None
+    #: the experiment's published result (``paper``), as plain values, or ``None``.
+    paper: dict[str, Any] | None = None
 
 
 def info(cfg: DictConfig) -> RunInfo:
-    """The algorithm's name, seed and episode shapes of a run config."""
+    """The algorithm's name, seed, episode shapes, time budget and paper of a run config."""
     task, ev = cfg.task, cfg.eval
+    paper = cfg.get("paper")
     return RunInfo(algo=str(cfg.algo._target_).rsplit(".", 1)[-1], seed=int(cfg.seed),
                    task=EpisodeData(task.ways, task.shots, task.queries),
                    eval_task=EpisodeData(ev.ways, ev.shots, ev.queries),
-                   test_episodes=int(ev.test_episodes))
+                   test_episodes=int(ev.test_episodes),
+                   max_time=parse_duration(OmegaConf.select(cfg, "train.max_time",
+                                                            default=None)),
+                   diverged_above=OmegaConf.select(cfg, "eval.diverged_above", default=None),
+                   paper=None if paper is None else resolved(paper))
 
 
 def resolved(cfg: DictConfig) -> dict[str, Any]:
-    """``cfg`` as plain, resolved values (what checkpoints store)."""
+    """``cfg`` (or any mapping node of it) as plain, resolved values (what checkpoints store)."""
     out = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(out, dict)
     return {str(k): v for k, v in out.items()}
@@ -132,7 +145,8 @@ def train_settings(cfg: DictConfig) -> TrainSettings:
     t = cfg.train
     return TrainSettings(iterations=t.iterations, meta_batch=t.meta_batch,
                          eval_every=t.eval_every, log_every=t.log_every, seed=cfg.seed,
-                         grad_clip=t.grad_clip, checkpoint_every=t.checkpoint_every)
+                         grad_clip=t.grad_clip, checkpoint_every=t.checkpoint_every,
+                         max_time=parse_duration(t.get("max_time")))
 
 
 def optimizer(cfg: DictConfig, learner: Algorithm) -> torch.optim.Optimizer:
@@ -149,6 +163,16 @@ def schedule(cfg: DictConfig,
     return make_schedule(optim, t.lr_schedule, ScheduleSettings(
         iterations=t.iterations, min_lr=t.min_lr, step_every=t.lr_step_every,
         gamma=t.lr_gamma))
+
+
+def budget_warning(cfg: DictConfig) -> str | None:
+    """What to say when ``train.max_time`` may stop a schedule laid over the step count."""
+    t = cfg.train
+    if t.get("max_time") is None or t.lr_schedule not in LENGTH_SCHEDULES:
+        return None
+    return (f"train.lr_schedule={t.lr_schedule} is laid over train.iterations = {t.iterations} "
+            "steps; if train.max_time stops the run sooner, the rate ends above train.min_lr "
+            "(set train.iterations to about the steps the budget allows)")
 
 
 def metric_sinks(cfg: DictConfig, run_dir: Path, resume_step: int | None) -> list[MetricsSink]:
@@ -207,8 +231,6 @@ def restore(blob: dict[str, Any], source: str = "checkpoint") -> Restored:
 
 # --- metarun-eval: which models, on which episodes -------------------------------------
 
-#: ``metarun-eval``'s ``eval.*`` keys: the run config's own ``eval`` keys, same meaning.
-EVAL_KEYS = ("ways", "shots", "queries", "val_episodes", "test_episodes")
 _MISSING = object()
 
 
@@ -250,40 +272,13 @@ def eval_request(cfg: DictConfig) -> EvalRequest:
     if method is not None and method not in ENSEMBLE_METHODS:
         raise ValueError(f"ensemble must be one of {', '.join(ENSEMBLE_METHODS)}; got "
                          f"{method!r}")
+    from metarun.validate import eval_overrides
+
     overrides = eval_overrides({str(k): v for k, v in cfg.eval.items()},
                                {str(k): v for k, v in (cfg.get("data") or {}).items()},
                                cfg.seed)
     return EvalRequest(paths, method, Split.parse(str(cfg.split)), str(cfg.device.name),
                        overrides)
-
-
-def eval_overrides(eval_keys: dict[str, Any], data: dict[str, Any],
-                   seed: int | None) -> dict[str, Any]:
-    """The run-config keys that ``metarun-eval``'s ``eval.*``, ``data.*`` and ``seed`` set.
-
-    Raises:
-        ValueError: an ``eval`` key metarun does not have, a value that is not a positive
-            integer, or a seed that ``metarun`` would refuse.
-    """
-    from metarun.validate import MAX_SEED
-
-    out: dict[str, Any] = {}
-    for key, value in eval_keys.items():
-        if value is None:
-            continue
-        if key not in EVAL_KEYS:
-            raise ValueError(f"eval.{key} is not an evaluation setting; choose from "
-                             f"{', '.join(f'eval.{k}' for k in EVAL_KEYS)}")
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"eval.{key} must be a positive integer; got {value!r}")
-        out[f"eval.{key}"] = value
-    out.update({f"data.{key}": value for key, value in data.items()})
-    if seed is not None:
-        if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
-            raise ValueError(f"seed must be an integer from 0 to 2**63 - 1 (as for metarun); "
-                             f"got {seed!r}")
-        out["seed"] = seed
-    return out
 
 
 def with_overrides(run_config: DictConfig, overrides: dict[str, Any]) -> DictConfig:
@@ -295,6 +290,9 @@ def with_overrides(run_config: DictConfig, overrides: dict[str, Any]) -> DictCon
     """
     cfg = run_config.copy()
     for key, value in overrides.items():
+        if key in NEWER_KEYS:  # older runs' configs lack them
+            OmegaConf.update(cfg, key, value, force_add=True)
+            continue
         if OmegaConf.select(cfg, key, default=_MISSING) is _MISSING:
             if key.startswith("data."):
                 raise ValueError(f"{key}: the run's dataset ({cfg.data._target_}) has no such "

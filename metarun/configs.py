@@ -20,7 +20,7 @@ from typing import Any
 #: they may differ between a run and its resume, between ensemble members, between the runs of
 #: a report and between a completed run and a re-run of its sweep.
 LOCATION_KEYS = ("data.root", "data.cache_dir", "data.download", "data.on_device", "data.memmap",
-                 "train.resume", "train.plot",
+                 "train.resume", "train.plot", "paper.",
                  "train.log_every", "train.checkpoint_every")
 
 
@@ -149,3 +149,49 @@ def trusted_config(blob: Mapping[str, Any], source: str) -> Any:
                                    "metarun run")
     check_stored_config(config, source)
     return OmegaConf.create(dict(config))
+
+
+_UNITS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
+
+
+def parse_duration(value: Any, key: str = "train.max_time") -> float | None:
+    """A time budget in seconds: ``null``, a number of seconds, ``"90s"``, ``"15m"``,
+    ``"2h"``, ``"1h30m"``, ``"1d"``, or Lightning's ``"DD:HH:MM:SS"`` / ``"HH:MM:SS"``.
+
+    Raises:
+        ValueError: anything else, or a budget that is not positive, naming ``key``.
+    """
+    if value is None:
+        return None
+    seconds: float | None = None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip().lower().replace(" ", "")
+        seconds = _clock(text) if ":" in text else _units(text)
+    if seconds is None or not seconds > 0 or seconds == float("inf"):
+        raise ValueError(f"{key} must be a positive duration such as 90s, 15m, 2h, 1h30m or "
+                         f"00:15:00 (or a number of seconds); got {value!r}")
+    return seconds
+
+
+def _clock(text: str) -> float | None:
+    parts = text.split(":")
+    if not 2 <= len(parts) <= 4 or not all(p.isdigit() for p in parts):
+        return None
+    seconds = 0.0
+    for part, scale in zip(reversed(parts), (1, 60, 3600, 86400), strict=False):
+        seconds += int(part) * scale
+    return seconds
+
+
+def _units(text: str) -> float | None:
+    import re
+
+    pieces = re.fullmatch(r"(?:(\d+(?:\.\d+)?)([dhms]))+", text)
+    if not pieces:
+        try:
+            return float(text)
+        except ValueError:
+            return None
+    return sum(float(n) * _UNITS[u] for n, u in re.findall(r"(\d+(?:\.\d+)?)([dhms])", text))

@@ -140,3 +140,29 @@ class RunResult:
     def objective(self) -> float:
         """The sweep objective (:func:`objective`)."""
         return objective(self.summary)
+
+
+#: The keys of an experiment's ``paper`` entry: what was published, where, for which shape.
+PAPER_KEYS = ("metric", "value", "ci95", "source", "ways", "shots")
+
+
+def paper_section(paper: dict[str, Any] | None, metric: str, score: float, ways: int,
+                  shots: int) -> dict[str, Any] | None:
+    """``summary.json``'s ``paper``: the published number beside this run's ``score``, and
+    ``difference`` (this run minus the paper, in the metric's unit) when the two measure the
+    same thing (metric and evaluation shape); otherwise ``difference`` is ``None`` and
+    ``not_comparable`` says why."""
+    if not paper:
+        return None
+    section = {k: paper.get(k) for k in PAPER_KEYS}
+    why = None
+    if paper.get("metric") != metric:
+        why = f"the paper reports {paper.get('metric')}, this run {metric}"
+    elif (paper.get("ways"), paper.get("shots")) != (ways, shots):
+        why = (f"the paper's number is {paper.get('ways')}-way {paper.get('shots')}-shot; "
+               f"this run was tested {ways}-way {shots}-shot")
+    finite = isinstance(score, (int, float)) and score == score
+    section["difference"] = None if why or not finite else score - float(paper["value"])
+    if why:
+        section["not_comparable"] = why
+    return section

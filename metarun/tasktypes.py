@@ -49,6 +49,11 @@ class TaskType(ABC):
         """The reported metric of one task (a detached scalar)."""
 
     @abstractmethod
+    def constant_loss(self, target: Tensor) -> float:
+        """The loss of the best prediction that ignores the input, on ``target``: the scale
+        against which a diverged episode's loss is judged."""
+
+    @abstractmethod
     def outputs(self, ways: int) -> int:
         """Width of a prediction head for ``ways``-way tasks."""
 
@@ -120,6 +125,10 @@ class Classification(TaskType):
     def ways_of(self, support_y: Tensor) -> int | None:
         return int(support_y.max()) + 1
 
+    def constant_loss(self, target: Tensor) -> float:
+        """A uniform guess's cross-entropy: ln(number of classes)."""
+        return math.log(max(len(target.unique()), 1))
+
     def targets(self, values: Tensor | Sequence[int] | Sequence[float], count: int,
                 device: torch.device) -> Tensor:
         """Labels as a long tensor: the integers 0..N-1, each present, one per support
@@ -172,6 +181,10 @@ class Regression(TaskType):
 
     def shape(self, ways: int, shots: int) -> str:
         return f"{shots}-shot"
+
+    def constant_loss(self, target: Tensor) -> float:
+        """The MSE of predicting the targets' mean: their variance."""
+        return float(((target - target.mean(0)) ** 2).mean())
 
     def targets(self, values: Tensor | Sequence[int] | Sequence[float], count: int,
                 device: torch.device) -> Tensor:

@@ -117,7 +117,8 @@ class EvalResult:
 
     ``score`` is the mean per-episode value of ``metric`` (``"acc"`` for classification,
     ``"mse"`` for regression); ``ci95`` is the half-width of its normal-approximation 95%
-    confidence interval: ``1.96 * std(ddof=1) / sqrt(episodes)``.
+    confidence interval: ``1.96 * std(ddof=1) / sqrt(episodes)``. ``median`` and
+    ``diverged`` say whether a few episodes dominate the mean.
     """
 
     score: float
@@ -125,10 +126,16 @@ class EvalResult:
     loss: float
     episodes: int
     metric: str = "acc"
+    #: the median per-episode ``metric`` (one exploding task cannot move it).
+    median: float = float("nan")
+    #: episodes whose loss is not finite or above ``diverged_above``.
+    diverged: int = 0
+    diverged_above: float | None = None
 
-    def as_dict(self) -> dict[str, float | int]:
+    def as_dict(self) -> dict[str, float | int | None]:
         return {self.metric: self.score, "ci95": self.ci95, "loss": self.loss,
-                "episodes": self.episodes}
+                "episodes": self.episodes, "median": self.median, "diverged": self.diverged,
+                "diverged_above": self.diverged_above}
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from metarun.configs import leaves
+from metarun.configs import leaves, parse_duration
 
 _INT, _NUM = "an integer", "a number"
 #: torch seeds are 64-bit signed integers.
@@ -36,6 +36,7 @@ RULES: tuple[tuple[str, str, float, bool], ...] = (
     ("eval.queries", _INT, 1, False),
     ("eval.val_episodes", _INT, 1, False),
     ("eval.test_episodes", _INT, 1, False),
+    ("eval.diverged_above", _NUM, 0, True),
     ("train.iterations", _INT, 1, False),
     ("train.meta_batch", _INT, 1, False),
     ("train.eval_every", _INT, 1, False),
@@ -60,6 +61,7 @@ def validate_config(cfg: DictConfig) -> None:
     range: the core keys' rules, then finiteness and the components' keys."""
     _check_rules(cfg)
     _check_schedule(cfg)
+    check_paper(OmegaConf.select(cfg, "paper", default=None))
     check_finite(cfg)
     check_component_keys(cfg)
     name = OmegaConf.select(cfg, "device.name", default=None)
@@ -101,9 +103,42 @@ def _check_schedule(cfg: DictConfig) -> None:
     gamma = train.get("lr_gamma", 0.5)
     if _is(_NUM, gamma) and not 0 < gamma <= 1:
         raise ValueError(f"train.lr_gamma must be in (0, 1]; got {gamma}")
+    parse_duration(train.get("max_time"))
     clip = train.get("grad_clip")
     if clip is not None and (not _is(_NUM, clip) or clip <= 0):
         raise ValueError(f"train.grad_clip must be a positive number or null; got {clip!r}")
+
+
+def check_paper(paper: Any) -> None:
+    """An experiment's ``paper`` entry: ``metric`` (``acc`` or ``mse``), ``value`` in that
+    metric's unit (accuracy as a fraction), optional ``ci95``, ``source``, ``ways`` and
+    ``shots`` of the evaluation it was reported for."""
+    if paper is None:
+        return
+    from metarun.summary import PAPER_KEYS
+    from metarun.tasktypes import BY_METRIC
+
+    if not isinstance(paper, DictConfig):
+        raise ValueError(f"paper must be a mapping with {', '.join(PAPER_KEYS)}; got {paper!r}")
+    unknown = sorted(set(paper) - set(PAPER_KEYS))
+    if unknown:
+        raise ValueError(f"paper.{unknown[0]} is not a paper key; the keys: "
+                         f"{', '.join(PAPER_KEYS)}")
+    metric, value = paper.get("metric"), paper.get("value")
+    if metric not in BY_METRIC:
+        raise ValueError(f"paper.metric must be one of {', '.join(BY_METRIC)}; got {metric!r}")
+    for key in ("value", "ci95"):
+        if paper.get(key) is not None and not _is(_NUM, paper.get(key)):
+            raise ValueError(f"paper.{key} must be a number; got {paper.get(key)!r}")
+    if value is None or not isinstance(paper.get("source"), str):
+        raise ValueError("paper needs a value and a source (where the number was published)")
+    if BY_METRIC[metric].percent and not 0 <= value <= 1:
+        raise ValueError(f"paper.value is an accuracy as a fraction (98.8% is 0.988); got "
+                         f"{value}")
+    for key in ("ways", "shots"):
+        if not _is(_INT, paper.get(key)) or paper.get(key) < 1:
+            raise ValueError(f"paper.{key} must be a positive integer (the evaluation shape "
+                             f"the number was reported for); got {paper.get(key)!r}")
 
 
 def _plain(cfg: DictConfig) -> dict[str, Any]:
@@ -179,3 +214,38 @@ def check_value_types(cfg: DictConfig, defaults: DictConfig) -> None:
         kind = _INT if isinstance(old, numbers.Integral) else _NUM
         if not _is(kind, value):
             raise ValueError(f"{key} must be {kind}; got {value!r}")
+
+
+#: ``metarun-eval``'s ``eval.*`` keys: the run config's own ``eval`` keys, same meaning.
+EVAL_KEYS = ("ways", "shots", "queries", "val_episodes", "test_episodes", "diverged_above")
+
+
+def eval_overrides(eval_keys: dict[str, Any], data: dict[str, Any],
+                   seed: int | None) -> dict[str, Any]:
+    """The run-config keys that ``metarun-eval``'s ``eval.*``, ``data.*`` and ``seed`` set.
+
+    Raises:
+        ValueError: an ``eval`` key metarun does not have, a count that is not a positive
+            integer, a bad bound, or a seed that ``metarun`` would refuse.
+    """
+    out: dict[str, Any] = {}
+    for key, value in eval_keys.items():
+        if value is None:
+            continue
+        if key not in EVAL_KEYS:
+            raise ValueError(f"eval.{key} is not an evaluation setting; choose from "
+                             f"{', '.join(f'eval.{k}' for k in EVAL_KEYS)}")
+        if key == "diverged_above":  # a loss bound, not a count
+            if not _is(_NUM, value) or not 0 <= value < math.inf:
+                raise ValueError(f"eval.diverged_above must be a finite number >= 0; got "
+                                 f"{value!r}")
+        elif not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"eval.{key} must be a positive integer; got {value!r}")
+        out[f"eval.{key}"] = value
+    out.update({f"data.{key}": value for key, value in data.items()})
+    if seed is not None:
+        if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
+            raise ValueError(f"seed must be an integer from 0 to 2**63 - 1 (as for metarun); "
+                             f"got {seed!r}")
+        out["seed"] = seed
+    return out

@@ -16,7 +16,14 @@ from torch import Tensor
 
 from metarun.algorithms.base import Algorithm
 from metarun.tasktypes import CLASSIFICATION, TaskType
-from metarun.types import Backbone, Episode, EpisodeBatch, StepOutput
+from metarun.types import (
+    Backbone,
+    Episode,
+    EpisodeBatch,
+    EpisodeData,
+    StepOutput,
+    TrainingData,
+)
 
 
 class MetricAlgorithm(Algorithm):
@@ -28,12 +35,28 @@ class MetricAlgorithm(Algorithm):
         backbone: feature extractor with ``out_dim``.
         bn_mode: see :class:`~metarun.algorithms.base.Algorithm`.
         task_type: the data's task type (classification only).
+        train_ways: meta-train on episodes of this many ways (``None``: the task's), as
+            Prototypical Networks train 60-way for 5- and 20-way tests; meta-test keeps
+            ``eval.ways``.
+        train_queries: queries per class in those training episodes (``None``: the task's).
     """
 
     def __init__(self, backbone: Backbone, bn_mode: str = "running",
-                 task_type: TaskType = CLASSIFICATION) -> None:
+                 task_type: TaskType = CLASSIFICATION, train_ways: int | None = None,
+                 train_queries: int | None = None) -> None:
         super().__init__(bn_mode=bn_mode, task_type=task_type)
         self.backbone = backbone
+        for name, value in (("train_ways", train_ways), ("train_queries", train_queries)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or value < 1):
+                raise ValueError(f"algo.{name} must be a positive integer or null; got "
+                                 f"{value!r}")
+        self.train_ways, self.train_queries = train_ways, train_queries
+
+    def training_data(self, task: EpisodeData) -> TrainingData:
+        """The task's episodes, with ``train_ways`` and ``train_queries`` where set."""
+        return EpisodeData(self.train_ways or task.ways, task.shots,
+                           self.train_queries or task.queries)
 
     @abstractmethod
     def predict(self, support_z: Tensor, support_y: Tensor, query_z: Tensor,

@@ -1,14 +1,21 @@
-"""Meta-testing on a fixed set of episodes: the mean metric and its 95% confidence interval."""
+"""Meta-testing on a fixed set of episodes: the mean metric and its 95% confidence interval,
+the median, and how many episodes diverged."""
 
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Iterable
 
 import torch
 
 from metarun.algorithms.base import Algorithm
 from metarun.types import Episode, EvalResult
+
+#: An episode has diverged when its loss is not finite or above this many times the mean
+#: loss of a constant prediction (a uniform guess; the query targets' mean), unless
+#: ``eval.diverged_above`` states the bound.
+DIVERGED_FACTOR = 10.0
 
 
 def mean_ci95(values: list[float]) -> tuple[float, float]:
@@ -23,19 +30,41 @@ def mean_ci95(values: list[float]) -> tuple[float, float]:
     return mean, 1.96 * math.sqrt(var / n)
 
 
-def evaluate(algorithm: Algorithm, episodes: Iterable[Episode]) -> EvalResult:
-    """Adapt to and score every episode; episodes must already be on the model's device."""
-    scores, losses = [], []
+def evaluate(algorithm: Algorithm, episodes: Iterable[Episode],
+             diverged_above: float | None = None) -> EvalResult:
+    """Adapt to and score every episode; episodes must already be on the model's device.
+
+    ``diverged_above``: the loss above which an episode counts as diverged (``None``:
+    :data:`DIVERGED_FACTOR` times a constant prediction's mean loss on these episodes).
+    """
+    scores, losses, constant = [], [], []
+    task_type = algorithm.task_type
     with torch.no_grad():  # adaptation that needs gradients enables them itself
         for episode in episodes:
             loss, score = algorithm.evaluate(episode)
             losses.append(loss)
             scores.append(score)
-    return summarise(scores, losses, algorithm.task_type.metric)
+            constant.append(task_type.constant_loss(episode.query_y))
+    return summarise(scores, losses, task_type.metric,
+                     divergence_bound(constant, diverged_above))
 
 
-def summarise(scores: list[float], losses: list[float], metric: str) -> EvalResult:
-    """Per-episode scores and losses to their mean, its 95% CI and the mean loss."""
+def divergence_bound(constant_losses: list[float], stated: float | None = None) -> float:
+    """``stated``, else :data:`DIVERGED_FACTOR` times the mean of ``constant_losses``."""
+    if stated is not None:
+        return float(stated)
+    return DIVERGED_FACTOR * statistics.fmean(constant_losses)
+
+
+def summarise(scores: list[float], losses: list[float], metric: str,
+              diverged_above: float | None = None) -> EvalResult:
+    """Per-episode scores and losses to their mean, its 95% CI, the median score, the mean
+    loss, and the count of losses that are not finite or above ``diverged_above``."""
     score, ci95 = mean_ci95(scores)
+    bound = math.inf if diverged_above is None else diverged_above
+    diverged = sum(1 for v in losses if not math.isfinite(v) or v > bound)
+    finite = [v for v in scores if not math.isnan(v)]
     return EvalResult(score=score, ci95=ci95, loss=sum(losses) / len(losses),
-                      episodes=len(scores), metric=metric)
+                      episodes=len(scores), metric=metric,
+                      median=statistics.median(finite) if finite else math.nan,
+                      diverged=diverged, diverged_above=diverged_above)

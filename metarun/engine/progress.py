@@ -56,11 +56,15 @@ class TrainProgress:
         log_every: in non-interactive mode, log a line every this many steps.
         live: draw a rich progress bar (default: when stdout is a terminal).
         task_type: whose metric is shown next to the loss, and how it is written.
+        time_left: seconds of the time budget left (``None``: none); the logged eta is the
+            sooner of the steps' end and the budget's.
     """
 
     def __init__(self, total: int, start: int = 0, log_every: int = 50,
-                 live: bool | None = None, task_type: TaskType = CLASSIFICATION) -> None:
+                 live: bool | None = None, task_type: TaskType = CLASSIFICATION,
+                 time_left: float | None = None) -> None:
         self.total, self.start, self.log_every = total, start, max(1, log_every)
+        self.time_left = time_left
         self.task_type = task_type
         self.metric, self.percent = task_type.metric, task_type.percent
         self.live = interactive() if live is None else live
@@ -119,6 +123,9 @@ class TrainProgress:
             self._progress.update(self._task, completed=step, loss=loss, value=value,
                                   speed=speed)
         elif step % self.log_every == 0 or step == self.total:
-            eta = timedelta(seconds=round((self.total - step) / max(speed, 1e-9)))
+            left = (self.total - step) / max(speed, 1e-9)
+            if self.time_left is not None:
+                left = min(left, max(self.time_left - (time.perf_counter() - self._t0), 0.0))
+            eta = timedelta(seconds=round(left))
             log.info("step %d/%d  loss %.4f  %s %s  %.2f it/s  eta %s", step, self.total, loss,
                      self.metric, self.task_type.format(value), speed, eta)

@@ -64,6 +64,9 @@ SCHEDULES: dict[str, Callable[[Optimizer, ScheduleSettings], Scheduler | None]] 
     "step": _step,
 }
 
+#: The schedules whose shape depends on the run's length (``train.iterations``).
+LENGTH_SCHEDULES = ("cosine", "linear")
+
 
 def make_schedule(optimizer: Optimizer, name: str,
                   settings: ScheduleSettings) -> Scheduler | None:

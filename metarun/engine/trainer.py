@@ -75,6 +75,9 @@ class TrainSettings:
         grad_clip: clip the global gradient norm to this value (``None``: no clipping).
         checkpoint_every: also write ``last.pt`` every this many steps (``None``: only at
             validations). The checkpoint it replaces is kept as ``last.prev.pt``.
+        max_time: a time budget in seconds (``None``: none). Training stops at the first
+            step that ends past it, as at the last step: it validates and checkpoints. The
+            budget counts the run's time in :meth:`Trainer.fit` over all its resumes.
     """
 
     iterations: int
@@ -84,6 +87,11 @@ class TrainSettings:
     seed: int
     grad_clip: float | None = None
     checkpoint_every: int | None = None
+    max_time: float | None = None
+
+
+#: Why training stopped (``summary.json`` ``stopped``).
+STOPPED_ITERATIONS, STOPPED_MAX_TIME = "iterations", "max_time"
 
 
 @dataclass
@@ -92,6 +100,10 @@ class TrainResult:
     best_val: EvalResult
     last_step: int
     seconds: float
+    #: :data:`STOPPED_ITERATIONS` or :data:`STOPPED_MAX_TIME`.
+    stopped: str = STOPPED_ITERATIONS
+    #: the run's training seconds over all its resumes (what ``max_time`` is measured on).
+    elapsed: float = 0.0
 
 
 class Trainer:
@@ -133,6 +145,8 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(settings.seed)
         self.scheduler = scheduler
         self.start_step = 1
+        self.elapsed = 0.0  # training seconds of the processes before this one (resumes)
+        self.stopped = STOPPED_ITERATIONS
         self.best: tuple[int, EvalResult] | None = None
         if resume is not None:
             self._restore(resume)
@@ -156,33 +170,42 @@ class Trainer:
             log.warning("the checkpoint holds no random states: episodes after step %d will "
                         "differ from an uninterrupted run's", step)
         self.start_step = step + 1
+        self.elapsed = float(blob.get("elapsed", 0.0))
+        self.stopped = str(blob.get("stopped", STOPPED_ITERATIONS))
         if step == self.iterations:  # stopped after the final validation: only the test is left
             log.info("training finished at step %d; meta-testing the best checkpoint", step)
         else:
             log.info("resuming after step %d", step)
 
     def fit(self) -> TrainResult:
-        """Train from :attr:`start_step` to ``iterations``.
+        """Train from :attr:`start_step` to ``iterations``, or until ``max_time`` is spent.
 
         Raises:
             NonFiniteLossError: a NaN or infinite loss or gradient; ``last.pt`` then holds the
                 weights before that step.
             Preempted: SIGTERM or SIGINT; ``last.pt`` holds the last finished step.
         """
-        t0 = time.perf_counter()
+        self._t0 = t0 = time.perf_counter()
         every = self.settings
         window: list[tuple[float, float]] = []
         task_type = self.algorithm.task_type
+        done = self.start_step - 1
         self.algorithm.train()
         with StopRequest() as stop, TrainProgress(
-                self.iterations, start=self.start_step - 1, log_every=every.log_every,
-                task_type=task_type) as progress:
+                self.iterations, start=done, log_every=every.log_every, task_type=task_type,
+                time_left=None if every.max_time is None else every.max_time - self.elapsed,
+        ) as progress:
             for step in range(self.start_step, self.iterations + 1):
                 lr = self.optimizer.param_groups[0]["lr"]
                 window.append(self._update(step))
+                done = step
                 loss, score = (sum(v) / len(window) for v in zip(*window, strict=True))
                 progress.update(step, loss, score)
-                last = step == self.iterations
+                over = every.max_time is not None and self.seconds() >= every.max_time
+                last = step == self.iterations or over
+                if last:
+                    self.stopped = STOPPED_ITERATIONS if step == self.iterations \
+                        else STOPPED_MAX_TIME
                 if step % every.log_every == 0 or last:
                     self.metrics.write(step, "train", loss, time.perf_counter() - t0,
                                        **{task_type.metric: score}, lr=lr)
@@ -198,11 +221,20 @@ class Trainer:
                     if not saved:
                         path = self._save("last.pt", step)
                     raise Preempted(step, path, stop.signal)
+                if last:
+                    break
+        if self.stopped == STOPPED_MAX_TIME:
+            log.info("train.max_time (%.0f s) spent after step %d of %d", every.max_time,
+                     done, self.iterations)
         if self.best is None:
             raise NonFiniteLossError(f"every validation {task_type.metric} was non-finite; no "
                                      "best checkpoint was written")
-        return TrainResult(self.best[0], self.best[1], self.iterations,
-                           time.perf_counter() - t0)
+        return TrainResult(self.best[0], self.best[1], done, time.perf_counter() - t0,
+                           self.stopped, round(self.seconds(), 3))
+
+    def seconds(self) -> float:
+        """The run's training seconds so far, its earlier processes' included."""
+        return self.elapsed + time.perf_counter() - getattr(self, "_t0", time.perf_counter())
 
     def _update(self, step: int) -> tuple[float, float]:
         """One meta-update; its training loss and metric.
@@ -269,6 +301,8 @@ class Trainer:
             "val": None if val is None else val.as_dict(),
             "best": None if best is None else {"step": best[0], **best[1].as_dict()},
             "rng": rng_state(self.generator),
+            "elapsed": self.seconds(),
+            "stopped": self.stopped,
             **self.extra,
         }, keep_previous=name == "last.pt")
         return path

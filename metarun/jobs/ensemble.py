@@ -32,7 +32,7 @@ from metarun import build
 from metarun.algorithms.base import Algorithm
 from metarun.device import resolve_device
 from metarun.engine.checkpoint import checkpoint_file, load_checkpoint
-from metarun.engine.evaluate import summarise
+from metarun.engine.evaluate import divergence_bound, summarise
 from metarun.summary import COMPLETED, EVAL, write_summary
 from metarun.tasktypes import TaskType
 from metarun.types import Episode, EvalResult, Split
@@ -117,11 +117,15 @@ def fused_state(states: list[dict[str, Tensor]]) -> dict[str, Tensor]:
 
 
 def evaluate_together(algorithms: list[Algorithm], episodes: list[Episode],
-                      task_type: TaskType) -> tuple[list[EvalResult], EvalResult]:
-    """Score every algorithm, and the average of their predictions, on the same episodes."""
+                      task_type: TaskType, diverged_above: float | None = None,
+                      ) -> tuple[list[EvalResult], EvalResult]:
+    """Score every algorithm, and the average of their predictions, on the same episodes
+    (``diverged_above``: as :func:`metarun.engine.evaluate.evaluate`'s)."""
     scores: list[list[tuple[float, float]]] = [[] for _ in range(len(algorithms) + 1)]
+    constant: list[float] = []
     with torch.no_grad():
         for episode in episodes:
+            constant.append(task_type.constant_loss(episode.query_y))
             predictions = []
             for i, algorithm in enumerate(algorithms):
                 p = algorithm.adapt(episode.support_x, episode.support_y)(episode.query_x)
@@ -131,7 +135,8 @@ def evaluate_together(algorithms: list[Algorithm], episodes: list[Episode],
             loss, score = task_type.loss_and_score(task_type.average(torch.stack(predictions)),
                                                    episode.query_y)
             scores[-1].append((float(score), float(loss)))
-    results = [summarise([s for s, _ in col], [lo for _, lo in col], task_type.metric)
+    bound = divergence_bound(constant, diverged_above)
+    results = [summarise([s for s, _ in col], [lo for _, lo in col], task_type.metric, bound)
                for col in scores]
     return results[:-1], results[-1]
 
@@ -206,10 +211,11 @@ def ensemble(paths: Sequence[str | Path], method: str, output_dir: str | Path,
     chosen: Member | None = None
     if method == "fuse":
         results, combined = evaluate_together([*models, _fused(members, target)], episodes,
-                                              task_type)
+                                              task_type, about.diverged_above)
         member_results, combined = results[:-1], results[-1]
     else:
-        member_results, combined = evaluate_together(models, episodes, task_type)
+        member_results, combined = evaluate_together(models, episodes, task_type,
+                                                        about.diverged_above)
         if method == "select":
             chosen = _selected(members, task_type)
             combined = member_results[members.index(chosen)]

@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 
 from metarun import build
 from metarun.algorithms.base import Algorithm
-from metarun.configs import LOCATION_KEYS, leaves
+from metarun.configs import LOCATION_KEYS, leaves, parse_duration
 from metarun.data.episodes import FixedEpisodes
 from metarun.engine.checkpoint import load_checkpoint, load_resumable
 from metarun.engine.evaluate import evaluate
@@ -44,18 +44,22 @@ from metarun.summary import (
     RunResult,
     describe,
     is_training_summary,
+    paper_section,
     read_summary,
     write_summary,
 )
-from metarun.types import EvalResult, Split
+from metarun.types import EpisodeData, EvalResult, Split
 from metarun.validate import validate_config
 
 log = logging.getLogger("metarun")
 
 #: Keys in which a re-run may differ from a completed run and still be the same run.
 SAME_RUN_CHANGES = (*LOCATION_KEYS, "device.", "logger.")
-#: Keys that may change when a run is resumed: those, and how long to train.
-RESUMABLE_CHANGES = (*SAME_RUN_CHANGES, "train.iterations")
+#: How long to train: a run may be resumed with other values, and a completed run is
+#: continued by values that let it train further.
+LENGTH_KEYS = ("train.iterations", "train.max_time")
+#: Keys that may change when a run is resumed.
+RESUMABLE_CHANGES = (*SAME_RUN_CHANGES, *LENGTH_KEYS)
 
 
 def run(cfg: DictConfig, output_dir: str | Path) -> RunResult:
@@ -77,11 +81,12 @@ def run(cfg: DictConfig, output_dir: str | Path) -> RunResult:
     if is_locked(out):
         raise RunLockedError(f"another metarun process is using {out}; wait for it to finish "
                              "or choose another run directory")
+    was_completed = (read_summary(out) or {}).get("status") == COMPLETED
     resume = _resume_point(out, config, explicit=bool(resume_dir))  # only reads
     out.mkdir(parents=True, exist_ok=True)
     with RunLock(out):
-        if (read_summary(out) or {}).get("status") == COMPLETED:  # finished meanwhile
-            raise RunCompletedError(out)
+        if not was_completed and (read_summary(out) or {}).get("status") == COMPLETED:
+            raise RunCompletedError(out)  # finished meanwhile, by another process
         claim(out, cfg)
         t0 = time.perf_counter()
         try:  # from here on, however the run ends, its summary says so
@@ -134,6 +139,10 @@ def _resume_point(out: Path, config: dict[str, Any], explicit: bool) -> dict[str
         raise
     if completed:
         changed = _differences(blob.get("config"), config, SAME_RUN_CHANGES)
+        if changed and set(changed) <= set(LENGTH_KEYS) and _trains_further(blob, config):
+            log.info("continuing the completed run %s from step %d: train.iterations or "
+                     "train.max_time now lets it train further", out, blob["step"])
+            return blob
         if changed:
             raise OutputDirError(f"{out} already holds a completed run with different "
                                  f"{', '.join(changed)}; choose another directory")
@@ -145,6 +154,16 @@ def _resume_point(out: Path, config: dict[str, Any], explicit: bool) -> dict[str
                          "change on resume")
     log.info("resuming %s from %s (step %d)", out, path, blob["step"])
     return blob
+
+
+def _trains_further(blob: dict[str, Any], config: dict[str, Any]) -> bool:
+    """Whether ``config``'s ``train.iterations`` and ``train.max_time`` let the run of the
+    checkpoint ``blob`` (its last step) train past that step."""
+    train = config.get("train") or {}
+    budget = parse_duration(train.get("max_time"))
+    spent = float(blob.get("elapsed", 0.0))
+    return int(train.get("iterations", 0)) > int(blob["step"]) and (
+        budget is None or budget > spent)
 
 
 @dataclass
@@ -162,6 +181,9 @@ class _Built:
 def _build(cfg: DictConfig) -> _Built:
     device = build.device(cfg)
     about = build.info(cfg)
+    warning = build.budget_warning(cfg)
+    if warning:
+        log.warning(warning)
     data = build.dataset(cfg)
     sources = build.splits(data, device)
     classes = build.train_classes(sources)
@@ -198,7 +220,7 @@ def _train(cfg: DictConfig, out: Path, config: dict[str, Any],
         trained = trainer.fit()
         best = load_checkpoint(out / "checkpoints" / "best.pt", map_location=built.device)
         algorithm.load_state_dict(best["algorithm"])
-        result = evaluate(algorithm, built.test)
+        result = evaluate(algorithm, built.test, build.info(cfg).diverged_above)
         seconds = time.perf_counter() - t0
         metrics.write(trained.best_step, "test", result.loss, seconds,
                       **{result.metric: result.score}, ci95=result.ci95)
@@ -212,9 +234,16 @@ def _train(cfg: DictConfig, out: Path, config: dict[str, Any],
                    resumed_from_step=resume_step)
     write_summary(out, summary)
     task_type, ev = algorithm.task_type, about.eval_task
-    log.info("test %s %s (95%% CI, %d episodes, %s)", task_type.metric,
-             task_type.format(result.score, result.ci95), result.episodes,
-             task_type.shape(ev.ways, ev.shots))
+    log.info("test %s %s (95%% CI, %d episodes, %s; median %s, %d diverged)",
+             task_type.metric, task_type.format(result.score, result.ci95), result.episodes,
+             task_type.shape(ev.ways, ev.shots), task_type.format(result.median),
+             result.diverged)
+    paper = summary["paper"]
+    if paper and paper["difference"] is not None:
+        sign = "+" if paper["difference"] >= 0 else ""
+        log.info("paper %s (%s): this run differs by %s%s", task_type.format(
+            paper["value"], paper["ci95"]), paper["source"], sign,
+            task_type.format(paper["difference"]))
     return RunResult(summary=summary, output_dir=str(out))
 
 
@@ -242,6 +271,7 @@ def _completed_summary(about: build.RunInfo, algorithm: Algorithm, trained: Trai
                        result: EvalResult, built: _Built) -> dict[str, Any]:
     task_type = algorithm.task_type
     best: EvalResult = trained.best_val
+    trained_on = algorithm.training_data(about.task)
     return {
         "command": TRAIN,
         "status": COMPLETED,
@@ -250,15 +280,22 @@ def _completed_summary(about: build.RunInfo, algorithm: Algorithm, trained: Trai
         "metric": task_type.metric,
         "higher_is_better": task_type.higher_is_better,
         "task": vars(about.task),
+        # the episodes it meta-trained on, where the algorithm changes them (algo.train_ways)
+        "train_episodes": vars(trained_on) if isinstance(trained_on, EpisodeData) else None,
         "eval_task": vars(about.eval_task),
         "test": {**result.as_dict(), "episodes_sha256": built.test.digest()},
         "val": {f"best_{task_type.metric}": best.score, "best_ci95": best.ci95,
                 "episodes": best.episodes, "episodes_sha256": built.val.digest()},
         "best_step": trained.best_step,
         "steps": trained.last_step,
+        "stopped": trained.stopped,
+        "max_time": about.max_time,
         "train_seconds": round(trained.seconds, 2),
+        "train_seconds_total": trained.elapsed,
         "bn_mode": algorithm.bn_mode,
         "seed": about.seed,
+        "paper": paper_section(about.paper, task_type.metric, result.score,
+                               about.eval_task.ways, about.eval_task.shots),
     }
 
 

@@ -69,12 +69,30 @@ class Row:
             return steps
         return self.run.last_step  # missing, or not a step count: what metrics.jsonl says
 
+    @property
+    def paper(self) -> tuple[float, float]:
+        """The published number the run's experiment names, and this run's difference from
+        it (NaN where there is none, or it is not comparable)."""
+        paper = _section(self.run.summary, "paper")
+        return _number(paper.get("value")), _number(paper.get("difference"))
+
+    @property
+    def stopped(self) -> str:
+        """Why training stopped, when a time budget did it (``max_time``)."""
+        stopped = self.run.summary.get("stopped")
+        return stopped if stopped == "max_time" else ""
+
     def as_dict(self) -> dict[str, Any]:
         score, ci = self.test
         s = self.run.summary
+        paper, difference = self.paper
         return {"run": self.name, "status": self.run.status, **self.keys,
                 "metric": self.metric, "test": score, "test_ci95": ci,
-                "best_val": self.best_val, "steps": self.steps,
+                "test_median": _number(_section(s, "test").get("median")),
+                "test_diverged": _section(s, "test").get("diverged"),
+                "best_val": self.best_val, "steps": self.steps, "stopped": self.stopped,
+                "paper": paper, "paper_source": _section(s, "paper").get("source"),
+                "paper_difference": difference,
                 "seconds": s.get("seconds"), "device": s.get("device", ""),
                 "error": self.run.error}
 
@@ -204,17 +222,28 @@ def _metric_name(metrics: set[str]) -> str:
 def run_table(report: Report) -> tuple[list[str], list[list[str]]]:
     """Header and cells of the per-run table, as printed."""
     metric = _metric_name({r.metric for r in report.rows})
+    papers = any(math.isfinite(r.paper[0]) for r in report.rows)
     header = ["run", "status", *report.swept, f"test {metric} (95% CI)", f"best val {metric}",
-              "steps", "time (s)", "device"]
+              *(["paper", "Δ paper"] if papers else []), "steps", "time (s)", "device"]
     body = []
     for row in report.rows:
         score, ci = row.test
         s = row.run.summary
         status = row.run.status if row.run.completed else row.run.status.upper()
+        paper, difference = row.paper
+        cells = [format_score(row.metric, paper), _signed(row.metric, difference)]
+        steps = _cell(row.steps) + (" (max_time)" if row.stopped else "")
         body.append([row.name, status, *(_cell(row.keys.get(k)) for k in report.swept),
                      format_score(row.metric, score, ci), format_score(row.metric, row.best_val),
-                     _cell(row.steps), _cell(s.get("seconds")), str(s.get("device", ""))])
+                     *(cells if papers else []), steps, _cell(s.get("seconds")),
+                     str(s.get("device", ""))])
     return header, body
+
+
+def _signed(metric: str, value: float) -> str:
+    """A difference with its sign: ``+0.12`` or ``-1.30``."""
+    text = format_score(metric, value)
+    return f"+{text}" if math.isfinite(value) and value >= 0 else text
 
 
 def group_table(report: Report) -> tuple[list[str], list[list[str]]]:

@@ -45,3 +45,31 @@ def test_meta_train_step_loss_is_differentiable() -> None:
     out.loss.backward()
     assert 0.0 <= out.metrics["acc"] <= 1.0
     assert all(p.grad is not None for p in model.parameters())
+
+
+def test_protonet_can_train_on_more_ways_than_it_is_tested_on() -> None:
+    """algo.train_ways / train_queries change the training episodes only (Snell et al.'s
+    60-way training for 5-way tests)."""
+    import pytest
+
+    from metarun.types import EpisodeData
+
+    task = EpisodeData(5, 1, 15)
+    assert ProtoNet(Conv4((1, 28, 28), hidden=8)).training_data(task) == task
+    wide = ProtoNet(Conv4((1, 28, 28), hidden=8), train_ways=60, train_queries=5)
+    assert wide.training_data(task) == EpisodeData(60, 1, 5)
+    for bad in (0, 2.5, True):
+        with pytest.raises(ValueError, match="algo.train_ways must be a positive integer"):
+            ProtoNet(Conv4((1, 28, 28), hidden=8), train_ways=bad)  # type: ignore[arg-type]
+
+
+def test_metarun_eval_takes_a_divergence_bound() -> None:
+    import pytest
+
+    from metarun.validate import eval_overrides
+
+    assert eval_overrides({"diverged_above": 2.5, "ways": None}, {}, None) == {
+        "eval.diverged_above": 2.5}
+    for bad in (-1.0, "x", float("inf")):
+        with pytest.raises(ValueError, match="eval.diverged_above must be a finite number"):
+            eval_overrides({"diverged_above": bad}, {}, None)

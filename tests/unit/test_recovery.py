@@ -89,7 +89,7 @@ STEPS = 6
 
 def _trainer(omniglot, out: Path, iterations: int = STEPS, resume=None, seed: int = 0,  # type: ignore[no-untyped-def]
              init_seed: int = 0, schedule: str = "cosine", eval_every: int = 3,
-             augment: str = "none") -> Trainer:
+             augment: str = "none", max_time: float | None = None) -> Trainer:
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(init_seed)
     model = ProtoNet(Conv4((1, 28, 28), hidden=8))
@@ -98,7 +98,7 @@ def _trainer(omniglot, out: Path, iterations: int = STEPS, resume=None, seed: in
     sampler = train.sampler(5, 1, 2)
     val = FixedEpisodes(omniglot[Split.VAL].sampler(5, 1, 2), 2, seed, "val")
     settings = TrainSettings(iterations=iterations, meta_batch=2, eval_every=eval_every,
-                             log_every=1, seed=seed, checkpoint_every=1)
+                             log_every=1, seed=seed, checkpoint_every=1, max_time=max_time)
     return Trainer(model, optimizer, sampler, val, settings,
                    checkpoint_dir=out / "checkpoints", metrics=MetricsLog(out / "metrics.jsonl"),
                    scheduler=make_schedule(optimizer, schedule, ScheduleSettings(iterations)),

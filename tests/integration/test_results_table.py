@@ -1,0 +1,104 @@
+"""``bench/results.py`` runs each row's command at its budget, one at a time, and writes the
+table from the runs' own summaries; a failed row is reported and the rest still run; a second
+build keeps the rows that completed."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from metarun.tasktypes import REGRESSION
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+ROWS = """
+rows:
+  - name: maml-sine
+    method: MAML
+    args: [data=sinusoid, algo=maml, train.iterations=100000, train.eval_every=100,
+           eval.val_episodes=4, eval.test_episodes=20, train.plot=false]
+    budget: 4s
+    paper: {metric: mse, value: 0.5, ci95: null, ways: 1, shots: 10, source: "A paper, 2017"}
+    note: a test row
+  - name: broken
+    method: nothing
+    args: [algo=no_such_algorithm]
+  - name: later
+    method: ANIL
+    args: [data=sinusoid, algo=anil, train.iterations=5, train.eval_every=5,
+           eval.val_episodes=2, eval.test_episodes=4, train.plot=false]
+"""
+
+
+def _results() -> Any:
+    spec = importlib.util.spec_from_file_location("bench_results", BENCH / "results.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_results"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_table_is_the_runs_and_a_second_build_keeps_them(
+        tmp_path: Path, env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    results = _results()
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    rows, root, out = tmp_path / "rows.yaml", tmp_path / "runs", tmp_path / "results.md"
+    rows.write_text(ROWS)
+    argv = ["--rows", str(rows), "--root", str(root), "--out", str(out), "--budget-scale", "0.25"]
+    assert results.main(argv) == 1  # one row failed; the others ran
+    summary = json.loads((root / "maml-sine" / "summary.json").read_text())
+    assert summary["stopped"] == "max_time" and summary["max_time"] == 1.0
+    text = out.read_text()
+    line = next(x for x in text.splitlines() if x.startswith("| MAML |"))
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    test = summary["test"]
+    assert cells[1] == "Sinusoid 10-shot"
+    assert cells[2] == ("`metarun data=sinusoid algo=maml train.iterations=100000 "
+                        "train.eval_every=100 eval.val_episodes=4 eval.test_episodes=20 "
+                        "train.plot=false device=cpu train.max_time=1s paper={metric:'mse',"
+                        "value:0.5,ci95:null,ways:1,shots:10,source:'A paper, 2017'}`")
+    assert cells[3] == "1s" and cells[5] == f"{summary['steps']:,} (budget)"
+    assert cells[6] == REGRESSION.format(test["mse"], test["ci95"])
+    assert cells[7:9] == ["0.5000", "A paper, 2017"]
+    assert cells[9] == ("+" if test["mse"] >= 0.5 else "") + REGRESSION.format(test["mse"] - 0.5)
+    assert "| nothing |" in text and "FAILED (`broken.log`)" in text
+    assert "| ANIL | Sinusoid 10-shot |" in text and "a test row" in text
+    assert f"on {os.cpu_count()} cores" in text or f", {os.cpu_count()} cores" in text
+
+    before = (root / "maml-sine" / "summary.json").stat().st_mtime_ns
+    assert results.main([*argv, "--only", "maml-sine", "later"]) == 0
+    assert (root / "maml-sine" / "summary.json").stat().st_mtime_ns == before  # kept
+    assert "FAILED (`broken.log`)" in out.read_text()  # still listed, not re-run
+
+
+def test_a_bad_rows_file_or_row_name_is_refused(tmp_path: Path) -> None:
+    results = _results()
+    rows = tmp_path / "rows.yaml"
+    rows.write_text("rows:\n  - name: a\n    args: [algo=maml]\n    budgett: 5m\n")
+    with pytest.raises(SystemExit, match="row 1 needs name, method and args"):
+        results.main(["--rows", str(rows), "--dry-run"])
+    rows.write_text("rows:\n  - name: a\n    args: [algo=maml]\n    budget: 5 minutes\n")
+    with pytest.raises(ValueError, match="row a: budget must be a positive duration"):
+        results.main(["--rows", str(rows), "--dry-run"])
+    rows.write_text("rows:\n  - name: a\n    args: [algo=maml]\n")
+    with pytest.raises(SystemExit):
+        results.main(["--rows", str(rows), "--only", "b", "--dry-run"])
+
+
+def test_every_shipped_row_names_an_experiment_or_states_its_paper() -> None:
+    """The shipped table's rows compose (their experiments exist) and each has a number to
+    compare with, or says why not."""
+    from tests.helpers import compose_config
+
+    results = _results()
+    for row in results.load_rows(BENCH / "results.yaml"):
+        cfg = compose_config(*row.args)
+        # The baselines' paper reports no Omniglot number; their files say so.
+        assert row.paper or cfg.paper or row.name.startswith("baseline"), row.name

@@ -1,0 +1,82 @@
+"""Time budgets (``train.max_time``): a stop at a step boundary that validates and
+checkpoints, a resume that goes on exactly, and the budget's syntax."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from metarun.configs import parse_duration
+from metarun.engine import trainer as trainer_module
+from metarun.engine.checkpoint import load_checkpoint, load_resumable
+from metarun.engine.trainer import STOPPED_ITERATIONS, STOPPED_MAX_TIME, Trainer
+from tests.unit.test_recovery import _trainer, _weights
+
+
+@pytest.mark.parametrize(("text", "seconds"), [
+    (90, 90.0), (2.5, 2.5), ("90s", 90.0), ("15m", 900.0), ("2h", 7200.0), ("1h30m", 5400.0),
+    ("1d", 86400.0), ("0.5h", 1800.0), ("00:15:00", 900.0), ("01:02:00:05", 93605.0),
+    (" 15 m ", 900.0), ("45", 45.0), (None, None)])
+def test_durations_are_read_as_lightning_writes_them(text: object, seconds: float | None) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("bad", ["", "15 minutes", "m", "-5m", "0s", "1:2:3:4:5", "1:x:00",
+                                 0, -3, True, "inf", float("inf")])
+def test_a_bad_duration_is_refused_naming_the_key(bad: object) -> None:
+    with pytest.raises(ValueError, match=r"train.max_time must be a positive duration"):
+        parse_duration(bad)
+
+
+class _Clock:
+    """A fake ``time.perf_counter`` that moves one second per meta-training step, so where a
+    budget stops does not depend on this machine's speed."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.now = 0.0
+        monkeypatch.setattr(trainer_module.time, "perf_counter", lambda: self.now)
+
+    def drive(self, trainer: Trainer) -> Trainer:
+        inner = trainer.algorithm.meta_train_step
+
+        def step(batch):  # type: ignore[no-untyped-def]
+            self.now += 1.0
+            return inner(batch)
+
+        trainer.algorithm.meta_train_step = step  # type: ignore[method-assign]
+        return trainer
+
+
+def test_a_budget_stops_at_a_step_boundary_validates_and_resumes_exactly(
+        omniglot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """A constant rate: length-dependent schedules follow train.iterations, not the budget."""
+    clock = _Clock(monkeypatch)
+    first = clock.drive(_trainer(omniglot, tmp_path / "cut", iterations=100,
+                                 schedule="constant", max_time=2.5))
+    result = first.fit()
+    assert (result.last_step, result.stopped) == (3, STOPPED_MAX_TIME)  # 3 s >= 2.5 s
+    last = load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")
+    assert last["step"] == 3 and last["val"] is not None  # validated at the stop
+    assert (last["elapsed"], last["stopped"]) == (3.0, STOPPED_MAX_TIME)
+
+    blob, _ = load_resumable(tmp_path / "cut" / "checkpoints")
+    longer = clock.drive(_trainer(omniglot, tmp_path / "cut", iterations=100,
+                                  schedule="constant", max_time=4.5, resume=blob))
+    result = longer.fit()
+    assert (result.last_step, result.stopped, result.elapsed) == (5, STOPPED_MAX_TIME, 5.0)
+
+    full = clock.drive(_trainer(omniglot, tmp_path / "full", iterations=5,
+                                schedule="constant"))
+    assert full.fit().stopped == STOPPED_ITERATIONS
+    expected = _weights(full)
+    for k, v in _weights(longer).items():
+        assert torch.equal(v, expected[k]), k
+
+
+def test_the_step_count_still_ends_a_run_with_a_budget_left(
+        omniglot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    clock = _Clock(monkeypatch)
+    result = clock.drive(_trainer(omniglot, tmp_path, iterations=4, max_time=100.0)).fit()
+    assert (result.last_step, result.stopped) == (4, STOPPED_ITERATIONS)
