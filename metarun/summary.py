@@ -15,6 +15,7 @@ Summaries written before ``command`` was part of every summary are still read (s
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -161,7 +162,7 @@ def paper_section(paper: dict[str, Any] | None, metric: str, score: float, ways:
     elif (paper.get("ways"), paper.get("shots")) != (ways, shots):
         why = (f"the paper's number is {paper.get('ways')}-way {paper.get('shots')}-shot; "
                f"this run was tested {ways}-way {shots}-shot")
-    finite = isinstance(score, (int, float)) and score == score
+    finite = isinstance(score, (int, float)) and math.isfinite(score)
     section["difference"] = None if why or not finite else score - float(paper["value"])
     if why:
         section["not_comparable"] = why

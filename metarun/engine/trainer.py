@@ -146,6 +146,7 @@ class Trainer:
         self.scheduler = scheduler
         self.start_step = 1
         self.elapsed = 0.0  # training seconds of the processes before this one (resumes)
+        self._t0 = time.perf_counter()  # when this process's training started (fit resets it)
         self.stopped = STOPPED_ITERATIONS
         self.best: tuple[int, EvalResult] | None = None
         if resume is not None:
@@ -234,7 +235,7 @@ class Trainer:
 
     def seconds(self) -> float:
         """The run's training seconds so far, its earlier processes' included."""
-        return self.elapsed + time.perf_counter() - getattr(self, "_t0", time.perf_counter())
+        return self.elapsed + time.perf_counter() - self._t0
 
     def _update(self, step: int) -> tuple[float, float]:
         """One meta-update; its training loss and metric.
