@@ -2,19 +2,26 @@
 another, and write the table from the runs' summaries.
 
     python bench/results.py [--rows bench/results.yaml] [--root results] [--out docs/results.md]
-                            [--only NAME ...] [--device cpu] [--budget-scale 1.0] [--dry-run]
-                            [--table-only]
+                            [--records bench/results.json] [--only NAME ...] [--device cpu]
+                            [--budget-scale 1.0] [--dry-run] [--table-only]
 
 Rows run in order, one process at a time: two torch processes on two cores slow each other
 about tenfold. A row whose run directory (``<root>/<name>``) already holds a completed run is
 not run again, so an interrupted build goes on where it stopped when the same command is run
 again; a row that fails is reported as failed in the table and the next row runs. ``--only``
-runs some rows; the table still lists every row whose run directory holds a result.
+runs some rows.
+
+Every row's result is also kept in ``bench/results.json`` (``--records``), committed with the
+table: its command, the date, the commit and the machine it ran on, and the part of its summary
+the table shows. A row that is not run again is written from that record, so rerunning one row
+(``--only``) on a machine without the other rows' run directories keeps them, each with the date
+and commit it really ran at. A record whose command is no longer the row's (the row or its
+budget changed) is not shown: the row is listed as not run.
 
 Each row of the table: the method, the dataset and evaluation shape, the command that
 reproduces it, the budget, the run's wall time and steps, the test mean with its 95% CI, the
 published number with its source and this run's difference from it (``summary.json``'s
-``paper``, from the experiment file or the row), the hardware, the date and the commit.
+``paper``, from the experiment file or the row), the date and commit it ran at, and the hardware.
 """
 
 from __future__ import annotations
@@ -52,6 +59,7 @@ class Row:
     note: str = ""
     summary: dict[str, Any] = field(default_factory=dict)
     data: str = ""
+    ran: dict[str, str] = field(default_factory=dict)  # date, commit, hardware
 
 
 def load_rows(path: Path) -> list[Row]:
@@ -92,6 +100,11 @@ def command(row: Row, device: str, scale: float) -> list[str]:
     return args
 
 
+def command_line(row: Row, device: str, scale: float) -> str:
+    """:func:`command` as one line: what the table shows and a record is keyed by."""
+    return " ".join(command(row, device, scale))
+
+
 def _hydra_value(value: Any) -> str:
     if isinstance(value, str):
         return "'" + value.replace("'", "\\'") + "'"
@@ -104,13 +117,14 @@ def _duration(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
-def run_row(row: Row, root: Path, device: str, scale: float) -> dict[str, Any]:
-    """Run the row unless its directory holds a completed run; its summary."""
+def run_row(row: Row, root: Path, device: str, scale: float) -> tuple[dict[str, Any], bool]:
+    """Run the row unless its directory holds a completed run; its summary, and whether it ran
+    now."""
     out = root / row.name
     summary = read_summary(out) or {}
     if summary.get("status") == "completed":
         print(f"[results] {row.name}: completed earlier, kept", flush=True)
-        return summary
+        return summary, False
     argv = [*command(row, device, scale), f"hydra.run.dir={out}"]
     print(f"[results] {row.name}: {' '.join(argv)}", flush=True)
     out.mkdir(parents=True, exist_ok=True)
@@ -120,7 +134,7 @@ def run_row(row: Row, root: Path, device: str, scale: float) -> dict[str, Any]:
     if proc.returncode != 0:
         print(f"[results] {row.name}: exit status {proc.returncode}; see {log.name}",
               flush=True)
-    return summary
+    return summary, True
 
 
 def dataset_of(run_dir: Path) -> str:
@@ -161,16 +175,59 @@ def commit() -> str:
     return head + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
+#: What a record keeps of a summary: what the table shows, and nothing machine-specific.
+SUMMARY_KEYS = ("status", "metric", "steps", "stopped", "seconds", "eval_task", "paper")
+TEST_KEYS = ("acc", "mse", "ci95", "episodes", "median", "diverged")
+
+
+def load_records(path: Path) -> dict[str, dict[str, Any]]:
+    """The kept rows of ``path`` by name (``{}`` when there is no such file)."""
+    try:
+        records = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, json.JSONDecodeError) as err:
+        raise SystemExit(f"{path}: not a results record ({err}); fix or remove it") from err
+    if not isinstance(records, dict) or not all(isinstance(r, dict) and "command" in r
+                                                for r in records.values()):
+        raise SystemExit(f"{path}: not a results record (a JSON object of rows by name)")
+    return records
+
+
+def record_of(row: Row, out: Path, device: str, scale: float) -> dict[str, Any]:
+    """The row's record: its command, when, at which commit and where it ran, and the part of
+    its summary the table shows."""
+    kept = {k: row.summary[k] for k in SUMMARY_KEYS if k in row.summary}
+    if isinstance(row.summary.get("test"), dict):
+        kept["test"] = {k: v for k, v in row.summary["test"].items() if k in TEST_KEYS}
+    try:
+        when = datetime.date.fromtimestamp((out / "summary.json").stat().st_mtime)
+    except OSError:
+        when = datetime.date.today()
+    return {"command": command_line(row, device, scale), "date": when.isoformat(),
+            "commit": commit(), "hardware": hardware(device), "data": row.data,
+            "summary": kept}
+
+
+def use_record(row: Row, record: dict[str, Any] | None, device: str, scale: float) -> None:
+    """Show the row from ``record`` if it was made by the row's present command."""
+    if record and record["command"] == command_line(row, device, scale):
+        row.summary, row.data = dict(record.get("summary") or {}), str(record.get("data", ""))
+        row.ran = {k: str(record.get(k, "?")) for k in ("date", "commit", "hardware")}
+
+
 def cells(row: Row, device: str, scale: float) -> list[str]:
     """The row's cells: method, setting, command, budget, wall time, steps, ours, paper,
-    source, difference."""
+    source, difference, and when it ran."""
     s = row.summary
-    shown = " ".join(command(row, device, scale))
+    shown = command_line(row, device, scale)
     seconds = budget_of(row, scale)
     budget = _duration(seconds) if seconds is not None else "its steps"
+    ran = f"{row.ran.get('date', '?')}, `{row.ran.get('commit', '?')}`"
     if s.get("status") != "completed":
         status = f"{s.get('status', 'not run').upper()} (`{row.name}.log`)"
-        return [row.method, row.data or "?", f"`{shown}`", budget, "", "", status, "", "", ""]
+        return [row.method, row.data or "?", f"`{shown}`", budget, "", "", status, "", "", "",
+                ran]
     task_type = BY_METRIC[s["metric"]]
     test, ev = s["test"], s["eval_task"]
     setting = f"{row.data} {task_type.shape(ev['ways'], ev['shots'])}"
@@ -182,11 +239,11 @@ def cells(row: Row, device: str, scale: float) -> list[str]:
     diff = "" if difference is None else (
         ("+" if difference >= 0 else "") + task_type.format(difference))
     return [row.method, setting, f"`{shown}`", budget, f"{s['seconds']:.0f} s", steps, ours,
-            published, paper.get("source", "") if paper else "", diff]
+            published, paper.get("source", "") if paper else "", diff, ran]
 
 
 HEADER = ["method", "setting", "command", "budget", "wall time", "steps",
-          "ours (mean ± 95% CI)", "paper", "source", "difference"]
+          "ours (mean ± 95% CI)", "paper", "source", "difference", "ran (date, commit)"]
 
 
 def render(rows: list[Row], device: str, scale: float, rows_file: Path) -> str:
@@ -197,26 +254,62 @@ def render(rows: list[Row], device: str, scale: float, rows_file: Path) -> str:
     shown = [r for r in rows if r.summary]
     episodes = sorted({r.summary.get("test", {}).get("episodes") for r in shown
                        if r.summary.get("status") == "completed"} - {None})
+    machines = sorted({r.ran.get("hardware", "?") for r in shown})
+    table = []
+    for r in shown:
+        values = cells(r, device, scale)
+        if len(machines) > 1:  # say which machine each row ran on
+            values[-1] += f" [{machines.index(r.ran.get('hardware', '?')) + 1}]"
+        table.append(line(values) + "\n")
+    where = machines[0] if len(machines) == 1 else "; ".join(
+        f"[{i}] {m}" for i, m in enumerate(machines, 1))
     parts = [
         "# Results\n\n",
-        f"Written by `python bench/results.py` from `{rows_file.name}` on "
-        f"{datetime.date.today().isoformat()}, commit `{commit()}`, on {hardware(device)}. "
-        f"One seed (`seed=0`) per row. Test: the run's fixed seeded test episodes "
-        f"({', '.join(map(str, episodes)) or '-'} per run), mean ± 95% CI, of the checkpoint "
-        "with the best validation score. Each row's command reproduces it; `budget` is "
-        "`train.max_time` (a run also ends at its `train.iterations`); `(budget)` marks a run "
-        "the budget stopped. The difference is ours minus the paper's, in points.\n\n",
-        line(HEADER) + "\n", line(["---"] * len(HEADER)) + "\n",
-        *(line(cells(r, device, scale)) + "\n" for r in shown),
+        f"Written by `python bench/results.py` from `{rows_file.name}` (last written "
+        f"{datetime.date.today().isoformat()}); each row ran at the date and commit it shows, "
+        f"on {where or '-'}. One seed (`seed=0`) per row. Test: the run's fixed seeded test "
+        f"episodes ({', '.join(map(str, episodes)) or '-'} per run), mean ± 95% CI, of the "
+        "checkpoint with the best validation score. Each row's command reproduces it; `budget` "
+        "is `train.max_time` (a run also ends at its `train.iterations`); `(budget)` marks a "
+        "run the budget stopped. The difference is ours minus the paper's, in points. "
+        "`+changes`: the checkout had uncommitted changes to tracked files.\n\n",
+        line(HEADER) + "\n", line(["---"] * len(HEADER)) + "\n", *table,
     ]
     notes = [f"- {r.method} (`{r.name}`): {r.note}\n" for r in shown if r.note]
     if notes:
         parts += ["\n## Notes\n\n", *notes]
     missing = [r.name for r in rows if not r.summary]
     if missing:
-        parts.append(f"\nNot run yet: {', '.join(f'`{m}`' for m in missing)} (`python "
-                     f"bench/results.py --only {' '.join(missing)}`).\n")
+        parts.append(f"\nNot run yet with their present commands: "
+                     f"{', '.join(f'`{m}`' for m in missing)} (`python bench/results.py "
+                     f"--only {' '.join(missing)}`).\n")
     return "".join(parts)
+
+
+def build(rows: list[Row], args: argparse.Namespace) -> int:
+    """Run the wanted rows and fill every row from its run or its record; the failed count."""
+    records = load_records(args.records)
+    failed = 0
+    for row in rows:
+        wanted = not args.table_only and (args.only is None or row.name in args.only)
+        out = args.root / row.name
+        ran = False
+        if wanted:
+            row.summary, ran = run_row(row, args.root, args.device, args.budget_scale)
+        else:
+            row.summary = read_summary(out) or {}
+        if ran and not row.summary:  # it failed before writing a summary
+            row.summary = {"status": "failed"}
+        row.data = dataset_of(out)
+        record = records.get(row.name)
+        same = bool(record) and record["command"] == command_line(row, args.device,
+                                                                  args.budget_scale)
+        if row.summary and (ran or not same):  # a new result, or one the record lacks
+            records[row.name] = record_of(row, out, args.device, args.budget_scale)
+        use_record(row, records.get(row.name), args.device, args.budget_scale)
+        failed += wanted and row.summary.get("status") != "completed"
+    args.records.write_text(json.dumps(records, indent=2, sort_keys=True) + "\n", "utf-8")
+    return failed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -225,41 +318,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", type=Path, default=Path("results"),
                         help="where each row's run directory goes (default: ./results)")
     parser.add_argument("--out", type=Path, default=HERE.parent / "docs" / "results.md")
+    parser.add_argument("--records", type=Path, default=HERE / "results.json",
+                        help="each row's kept result (default: bench/results.json)")
     parser.add_argument("--only", nargs="+", metavar="NAME", help="run only these rows")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--budget-scale", type=float, default=1.0,
                         help="multiply every budget (a quick trial of the whole table)")
     parser.add_argument("--dry-run", action="store_true", help="print the commands only")
     parser.add_argument("--table-only", action="store_true",
-                        help="run nothing: write the table from the run directories there are")
+                        help="run nothing: write the table from the runs and records there are")
     args = parser.parse_args(argv)
     rows = load_rows(args.rows)
     unknown = set(args.only or []) - {r.name for r in rows}
     if unknown:
         parser.error(f"--only: no row named {', '.join(sorted(unknown))}; rows: "
                      f"{', '.join(r.name for r in rows)}")
-    args.root.mkdir(parents=True, exist_ok=True)
-    failed = 0
-    for row in rows:
-        wanted = not args.table_only and (args.only is None or row.name in args.only)
-        if args.dry_run:
-            if wanted:
-                print(" ".join(command(row, args.device, args.budget_scale)))
-            continue
-        out = args.root / row.name
-        row.summary = run_row(row, args.root, args.device, args.budget_scale) if wanted \
-            else (read_summary(out) or {})
-        tried = wanted or (args.root / f"{row.name}.log").exists()
-        if tried and not row.summary:  # it failed before writing a summary
-            row.summary = {"status": "failed"}
-        row.data = dataset_of(out)
-        failed += wanted and row.summary.get("status") != "completed"
     if args.dry_run:
+        for row in rows:
+            if args.only is None or row.name in args.only:
+                print(command_line(row, args.device, args.budget_scale))
         return 0
+    args.root.mkdir(parents=True, exist_ok=True)
+    failed = build(rows, args)
     args.out.write_text(render(rows, args.device, args.budget_scale, args.rows), "utf-8")
-    print(f"[results] wrote {args.out}" + (f"; {failed} row(s) failed" if failed else ""))
-    (args.root / "results.json").write_text(json.dumps(
-        {r.name: r.summary for r in rows if r.summary}, indent=2) + "\n", encoding="utf-8")
+    print(f"[results] wrote {args.out} and {args.records}"
+          + (f"; {failed} row(s) failed" if failed else ""))
     return 1 if failed else 0
 
 

@@ -21,6 +21,14 @@ from metarun.types import Episode, EpisodeData, StepOutput, TrainingData
 BN_MODES = ("batch", "running")
 
 
+def positive_or_none(name: str, value: int | None) -> int | None:
+    """``value`` if it is ``None`` or a positive integer (``algo.<name>``); else an error."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                              or value < 1):
+        raise ValueError(f"algo.{name} must be a positive integer or null; got {value!r}")
+    return value
+
+
 class Predictor:
     """Predicts the query set of one task after adaptation.
 
@@ -48,6 +56,8 @@ class Algorithm(nn.Module, ABC):
             statistics accumulated during meta-training are used (no information flows
             between query images).
         task_type: the data's task type (loss, metric, head width); passed at run time.
+        train_queries: queries per class in the meta-training episodes (``None``: the
+            task's); meta-test keeps ``eval.queries``, so the fixed test episodes do not change.
 
     Subclasses list the task types they can learn in ``task_types``. One that needs the
     number of classes of the train split (a classifier over all of them) sets
@@ -57,8 +67,10 @@ class Algorithm(nn.Module, ABC):
     task_types: tuple[type[TaskType], ...] = (Classification,)
     uses_train_classes: ClassVar[bool] = False
 
-    def __init__(self, bn_mode: str = "running", task_type: TaskType = CLASSIFICATION) -> None:
+    def __init__(self, bn_mode: str = "running", task_type: TaskType = CLASSIFICATION,
+                 train_queries: int | None = None) -> None:
         super().__init__()
+        self.train_queries = positive_or_none("train_queries", train_queries)
         if bn_mode not in BN_MODES:
             raise ValueError(f"algo.bn_mode must be one of {BN_MODES}; got {bn_mode!r}")
         if not isinstance(task_type, self.task_types):
@@ -80,7 +92,7 @@ class Algorithm(nn.Module, ABC):
         return :class:`~metarun.types.PairData` (verification pairs) or
         :class:`~metarun.types.ImageData` (labelled images).
         """
-        return task
+        return EpisodeData(task.ways, task.shots, self.train_queries or task.queries)
 
     @abstractmethod
     def meta_train_step(self, batch: Any) -> StepOutput:

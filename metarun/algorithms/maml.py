@@ -18,6 +18,8 @@ from metarun.algorithms.functional import (
 from metarun.tasktypes import CLASSIFICATION, Classification, Regression, TaskType
 from metarun.types import Backbone, EpisodeBatch, StepOutput
 
+HEADS = ("learned", "zero", "zero_init")
+
 
 class MAML(Algorithm):
     """MAML over a backbone plus a linear head.
@@ -37,10 +39,18 @@ class MAML(Algorithm):
         test_inner_steps: inner steps at meta-test.
         first_order: drop second-order terms of the meta-gradient (FOMAML).
         bn_mode: see :class:`~metarun.algorithms.base.Algorithm`.
+        head: where each task's inner loop starts the linear head. ``"learned"``: from
+            meta-learned weights (the paper). ``"zero"``: from zeros, every task (the
+            "zeroing trick" of Kao et al., ICLR 2022): no class is favoured before the
+            support set is seen, and the head's first inner step makes it a prototype-like
+            classifier (measured in ``docs/algorithms.md``). ``"zero_init"``: meta-learned,
+            starting at zeros.
         vectorize: run the tasks of a meta-batch together under ``torch.func.vmap`` instead
             of a Python loop. Same meta-gradient; batch norm must use batch statistics
             (``bn_mode="batch"``), since running statistics cannot be updated per task.
         task_type: the data's task type (passed at run time).
+        train_queries: queries per class in meta-training episodes (``None``: the task's);
+            see :class:`~metarun.algorithms.base.Algorithm`.
     """
 
     task_types = (Classification, Regression)
@@ -55,10 +65,12 @@ class MAML(Algorithm):
         test_inner_steps: int = 3,
         first_order: bool = False,
         bn_mode: str = "batch",
+        head: str = "learned",
         vectorize: bool = False,
         task_type: TaskType = CLASSIFICATION,
+        train_queries: int | None = None,
     ) -> None:
-        super().__init__(bn_mode=bn_mode, task_type=task_type)
+        super().__init__(bn_mode=bn_mode, task_type=task_type, train_queries=train_queries)
         if task_type.has_classes and ways < 2:
             raise ValueError(f"algo.ways must be at least 2; got {ways}")
         if inner_lr <= 0 or (test_inner_lr is not None and test_inner_lr <= 0):
@@ -71,9 +83,15 @@ class MAML(Algorithm):
                 "algo.inner_steps must be at least 1 and algo.test_inner_steps at least 0; "
                 f"got {inner_steps}, {test_inner_steps}"
             )
+        if head not in HEADS:
+            raise ValueError(f"algo.head must be one of {HEADS}; got {head!r}")
         self.ways = ways
         out_dim = backbone.out_dim
         self.net = nn.Sequential(backbone, nn.Linear(out_dim, task_type.outputs(ways)))
+        self.head = head
+        if head != "learned":
+            for p in self.net[1].parameters():
+                nn.init.zeros_(p)
         self.inner_lr, self.inner_steps = float(inner_lr), int(inner_steps)
         self.test_inner_lr = float(inner_lr if test_inner_lr is None else test_inner_lr)
         self.test_inner_steps = int(test_inner_steps)
@@ -101,6 +119,17 @@ class MAML(Algorithm):
     def _adapted(self, learner: nn.Module) -> Params:
         """The learner's parameters the inner loop adapts (MAML: all of them)."""
         return dict(learner.named_parameters())
+
+    def _start(self, learner: nn.Module) -> Params:
+        """Where the inner loop starts: the adapted parameters, the head zeroed if asked."""
+        params = self._adapted(learner)
+        if self.head != "zero":
+            return params
+        # Zeros still in the graph (autograd.grad needs its inputs there, even under no_grad,
+        # and vmap forbids requires_grad_): the head's Parameters get zero gradients.
+        head = {id(p) for p in self.net[1].parameters()}
+        with torch.enable_grad():
+            return {k: v * 0 if id(v) in head else v for k, v in params.items()}
 
     def _features(self, x: Tensor) -> Tensor:
         """The learner's input, computed with meta-parameters only (MAML: the inputs)."""
@@ -136,7 +165,7 @@ class MAML(Algorithm):
         """
         learner = self._learner()
         trajectory = inner_trajectory(
-            learner, self._adapted(learner), self._features(support_x), support_y,
+            learner, self._start(learner), self._features(support_x), support_y,
             self.task_type.loss, steps=self.inner_steps, lr=self._step_size(True),
             create_graph=self._create_graph(), state=self._state(), functional=functional,
         )
@@ -158,7 +187,7 @@ class MAML(Algorithm):
     def _adapt(self, support_x: Tensor, support_y: Tensor) -> Callable[[Tensor], Tensor]:
         self.check_labels(support_y)
         learner = self._learner()
-        params = {k: v.detach().requires_grad_() for k, v in self._adapted(learner).items()}
+        params = {k: v.detach().requires_grad_() for k, v in self._start(learner).items()}
         with torch.no_grad():
             features = self._features(support_x)
         trajectory = inner_trajectory(

@@ -54,7 +54,7 @@ class MAMLpp(MAML):
             further test steps reuse the last step's.
         first_order: always first order (overrides ``first_order_epochs``).
         bn_mode: see :class:`~metarun.algorithms.base.Algorithm`.
-        vectorize: see :class:`~metarun.algorithms.maml.MAML`.
+        head, vectorize, train_queries: see :class:`~metarun.algorithms.maml.MAML`.
         multi_step_loss: MSL, the query loss after every inner step with annealed weights
             (:func:`msl_weights`), for the first ``msl_epochs`` epochs.
         msl_epochs: epochs over which the multi-step loss anneals to the final step alone.
@@ -76,20 +76,20 @@ class MAMLpp(MAML):
         inner_steps: int = 5,
         test_inner_steps: int = 5,
         first_order: bool = False,
-        bn_mode: str = "batch",
-        vectorize: bool = False,
+        bn_mode: str = "batch", head: str = "learned", vectorize: bool = False,
+        train_queries: int | None = None,
         multi_step_loss: bool = True,
         msl_epochs: int = 10,
         learn_inner_lrs: bool = True,
-        per_step_bn_weights: bool = True,
-        per_step_bn_stats: bool = True,
+        per_step_bn_weights: bool = True, per_step_bn_stats: bool = True,
         first_order_epochs: int = 50,
         epoch_steps: int = 500,
         task_type: TaskType = CLASSIFICATION,
     ) -> None:
         super().__init__(backbone, ways, inner_lr=inner_lr, inner_steps=inner_steps,
                          test_inner_steps=test_inner_steps, first_order=first_order,
-                         bn_mode=bn_mode, vectorize=vectorize, task_type=task_type)
+                         bn_mode=bn_mode, head=head, vectorize=vectorize,
+                         task_type=task_type, train_queries=train_queries)
         for key, value in (("algo.msl_epochs", msl_epochs), ("algo.epoch_steps", epoch_steps)):
             if value < 1:
                 raise ValueError(f"{key} must be at least 1; got {value}")

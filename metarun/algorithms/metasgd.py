@@ -28,7 +28,7 @@ class MetaSGD(MAML):
         test_inner_steps: inner steps at meta-test.
         first_order: drop second-order terms (step sizes still get gradients).
         bn_mode: see :class:`~metarun.algorithms.base.Algorithm`.
-        vectorize: see :class:`~metarun.algorithms.maml.MAML`.
+        head, vectorize, train_queries: see :class:`~metarun.algorithms.maml.MAML`.
         task_type: the data's task type (passed at run time).
     """
 
@@ -41,12 +41,15 @@ class MetaSGD(MAML):
         test_inner_steps: int = 1,
         first_order: bool = False,
         bn_mode: str = "batch",
+        head: str = "learned",
         vectorize: bool = False,
+        train_queries: int | None = None,
         task_type: TaskType = CLASSIFICATION,
     ) -> None:
         super().__init__(backbone, ways, inner_lr=inner_lr, inner_steps=inner_steps,
                          test_inner_steps=test_inner_steps, first_order=first_order,
-                         bn_mode=bn_mode, vectorize=vectorize, task_type=task_type)
+                         bn_mode=bn_mode, head=head, vectorize=vectorize,
+                         task_type=task_type, train_queries=train_queries)
         self.step_sizes = nn.ParameterDict({
             param_key(name): nn.Parameter(torch.full_like(p, inner_lr))
             for name, p in self.net.named_parameters()

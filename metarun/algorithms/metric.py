@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Callable
+from dataclasses import replace
 
 import torch
 from torch import Tensor
 
-from metarun.algorithms.base import Algorithm
+from metarun.algorithms.base import Algorithm, positive_or_none
 from metarun.tasktypes import CLASSIFICATION, TaskType
 from metarun.types import (
     Backbone,
@@ -44,19 +45,15 @@ class MetricAlgorithm(Algorithm):
     def __init__(self, backbone: Backbone, bn_mode: str = "running",
                  task_type: TaskType = CLASSIFICATION, train_ways: int | None = None,
                  train_queries: int | None = None) -> None:
-        super().__init__(bn_mode=bn_mode, task_type=task_type)
+        super().__init__(bn_mode=bn_mode, task_type=task_type, train_queries=train_queries)
         self.backbone = backbone
-        for name, value in (("train_ways", train_ways), ("train_queries", train_queries)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                                      or value < 1):
-                raise ValueError(f"algo.{name} must be a positive integer or null; got "
-                                 f"{value!r}")
-        self.train_ways, self.train_queries = train_ways, train_queries
+        self.train_ways = positive_or_none("train_ways", train_ways)
 
     def training_data(self, task: EpisodeData) -> TrainingData:
         """The task's episodes, with ``train_ways`` and ``train_queries`` where set."""
-        return EpisodeData(self.train_ways or task.ways, task.shots,
-                           self.train_queries or task.queries)
+        episodes = super().training_data(task)
+        assert isinstance(episodes, EpisodeData)
+        return replace(episodes, ways=self.train_ways or task.ways)
 
     @abstractmethod
     def predict(self, support_z: Tensor, support_y: Tensor, query_z: Tensor,

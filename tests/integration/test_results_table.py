@@ -1,12 +1,14 @@
 """``bench/results.py`` runs each row's command at its budget, one at a time, and writes the
 table from the runs' own summaries; a failed row is reported and the rest still run; a second
-build keeps the rows that completed."""
+build keeps the rows that completed, and the rows it does not run come from their records, each
+with the date and commit it ran at."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -51,7 +53,9 @@ def test_the_table_is_the_runs_and_a_second_build_keeps_them(
         monkeypatch.setenv(key, value)
     rows, root, out = tmp_path / "rows.yaml", tmp_path / "runs", tmp_path / "results.md"
     rows.write_text(ROWS)
-    argv = ["--rows", str(rows), "--root", str(root), "--out", str(out), "--budget-scale", "0.25"]
+    records = tmp_path / "records.json"
+    argv = ["--rows", str(rows), "--root", str(root), "--out", str(out), "--records",
+            str(records), "--budget-scale", "0.25"]
     assert results.main(argv) == 1  # one row failed; the others ran
     summary = json.loads((root / "maml-sine" / "summary.json").read_text())
     assert summary["stopped"] == "max_time" and summary["max_time"] == 1.0
@@ -76,6 +80,27 @@ def test_the_table_is_the_runs_and_a_second_build_keeps_them(
     assert results.main([*argv, "--only", "maml-sine", "later"]) == 0
     assert (root / "maml-sine" / "summary.json").stat().st_mtime_ns == before  # kept
     assert "FAILED (`broken.log`)" in out.read_text()  # still listed, not re-run
+
+    # Without the run directories, the rows not run again come from their records.
+    kept = json.loads(records.read_text())
+    assert kept["maml-sine"]["command"] == cells[2].strip("`")
+    assert kept["maml-sine"]["summary"]["test"]["mse"] == test["mse"]
+    assert kept["broken"]["summary"]["status"] == "failed"
+    kept["maml-sine"]["commit"], kept["maml-sine"]["date"] = "abc1234", "2020-01-02"
+    records.write_text(json.dumps(kept))
+    shutil.rmtree(root)
+    assert results.main([*argv, "--only", "later"]) == 0
+    text = out.read_text()
+    line = next(x for x in text.splitlines() if x.startswith("| MAML |"))
+    assert line.endswith("| 2020-01-02, `abc1234` |")
+    assert cells[6] in line and "FAILED (`broken.log`)" in text
+    assert json.loads(records.read_text())["later"]["date"] != "2020-01-02"
+
+    # A record made by another command (here another budget) is not shown as the row's.
+    rows.write_text(ROWS.replace("budget: 4s", "budget: 8s"))
+    assert results.main([*argv, "--table-only"]) == 0
+    text = out.read_text()
+    assert "| MAML |" not in text and "Not run yet with their present commands: `maml-sine`" in text
 
 
 def test_a_bad_rows_file_or_row_name_is_refused(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from torch.func import functional_call
 
 from metarun.algorithms.functional import inner_trajectory
 from metarun.algorithms.maml import MAML
-from metarun.types import EpisodeBatch
+from metarun.types import EpisodeBatch, EpisodeData
 
 WAYS, SHOTS, QUERIES, DIM = 3, 2, 4, 5
 
@@ -40,21 +40,22 @@ def _batch(tasks: int = 2, seed: int = 0) -> EpisodeBatch:
     )
 
 
-def _maml(first_order: bool, steps: int = 2) -> MAML:
+def _maml(first_order: bool, steps: int = 2, head: str = "learned") -> MAML:
     torch.manual_seed(0)
     return MAML(Tiny(), ways=WAYS, inner_lr=0.5, inner_steps=steps, first_order=first_order,
-                bn_mode="running").double()
+                bn_mode="running", head=head).double()
 
 
 def _meta_grad(model: MAML, batch: EpisodeBatch) -> torch.Tensor:
     model.zero_grad()
     model.meta_train_step(batch).loss.backward()
-    return torch.cat([p.grad.flatten() for p in model.parameters()])
+    return torch.cat([torch.zeros_like(p).flatten() if p.grad is None else p.grad.flatten()
+                      for p in model.parameters()])
 
 
-@pytest.mark.parametrize("steps", [1, 2])
-def test_second_order_matches_finite_differences(steps: int) -> None:
-    model, batch = _maml(first_order=False, steps=steps), _batch()
+@pytest.mark.parametrize(("steps", "head"), [(1, "learned"), (2, "learned"), (2, "zero")])
+def test_second_order_matches_finite_differences(steps: int, head: str) -> None:
+    model, batch = _maml(first_order=False, steps=steps, head=head), _batch()
     analytic = _meta_grad(model, batch)
     params = list(model.parameters())
     numeric, eps = [], 1e-6
@@ -125,3 +126,45 @@ def test_adaptation_leaves_meta_parameters_alone() -> None:
 def test_wrong_way_count_is_rejected() -> None:
     with pytest.raises(ValueError, match="only be evaluated on 3-way"):
         _maml(False).check_task(5)
+
+
+def test_a_zero_head_starts_every_task_from_zeros() -> None:
+    """The zeroing trick: the head's first inner step makes class c's weights
+    lr * mean over the support set of (1[y = c] - 1/ways) * features, a prototype classifier;
+    the head's own parameters get a zero meta-gradient and stay zero."""
+    model, batch = _maml(False, steps=1, head="zero"), _batch()
+    head = model.net[1]
+    assert not head.weight.any() and not head.bias.any()
+    task = next(iter(batch))
+    fast = inner_trajectory(model.net, model._start(model.net), task.support_x, task.support_y,
+                            F.cross_entropy, steps=1, lr=0.5, create_graph=False)[-1]
+    features = model.net[0](task.support_x)
+    target = F.one_hot(task.support_y, WAYS).double() - 1 / WAYS
+    torch.testing.assert_close(fast["1.weight"], 0.5 * target.T @ features / len(features))
+    model.meta_train_step(batch).loss.backward()
+    assert not head.weight.grad.any() and not head.bias.grad.any()
+    assert model.net[0].fc.weight.grad.abs().max() > 0
+
+
+def test_zero_init_head_is_meta_learned_from_zeros() -> None:
+    model, batch = _maml(False, head="zero_init"), _batch()
+    assert not model.net[1].weight.any()
+    model.meta_train_step(batch).loss.backward()
+    assert model.net[1].weight.grad.abs().max() > 0
+
+
+def test_an_unknown_head_is_refused() -> None:
+    with pytest.raises(ValueError, match="algo.head must be one of"):
+        _maml(False, head="random")
+
+
+def test_train_queries_change_the_training_episodes_only() -> None:
+    """algo.train_queries (Finn et al.'s code trains Omniglot MAML on one query per class);
+    meta-test keeps eval.queries."""
+    task = EpisodeData(5, 1, 15)
+    assert MAML(Tiny(), 5).training_data(task) == task
+    assert MAML(Tiny(), 5, train_queries=1).training_data(task) == \
+        EpisodeData(5, 1, 1)
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="algo.train_queries must be a positive integer"):
+            MAML(Tiny(), 5, train_queries=bad)  # type: ignore[arg-type]

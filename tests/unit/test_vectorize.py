@@ -20,6 +20,7 @@ WAYS, SHOTS, QUERIES, TASKS = 5, 1, 2, 3
 CASES = {
     "maml-2nd-order-2-steps": (MAML, {"inner_steps": 2}),
     "fomaml-2-steps": (MAML, {"inner_steps": 2, "first_order": True}),
+    "maml-zero-head": (MAML, {"inner_steps": 2, "head": "zero"}),
     "anil": (ANIL, {"inner_steps": 2}),
     "metasgd": (MetaSGD, {}),
     "mamlpp": (MAMLpp, {"inner_steps": 2, "test_inner_steps": 2, "msl_epochs": 1}),
