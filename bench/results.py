@@ -209,11 +209,10 @@ def record_of(row: Row, out: Path, device: str, scale: float) -> dict[str, Any]:
             "summary": kept}
 
 
-def use_record(row: Row, record: dict[str, Any] | None, device: str, scale: float) -> None:
-    """Show the row from ``record`` if it was made by the row's present command."""
-    if record and record["command"] == command_line(row, device, scale):
-        row.summary, row.data = dict(record.get("summary") or {}), str(record.get("data", ""))
-        row.ran = {k: str(record.get(k, "?")) for k in ("date", "commit", "hardware")}
+def use_record(row: Row, record: dict[str, Any]) -> None:
+    """Show the row from ``record`` (made by the row's present command)."""
+    row.summary, row.data = dict(record.get("summary") or {}), str(record.get("data", ""))
+    row.ran = {k: str(record.get(k, "?")) for k in ("date", "commit", "hardware")}
 
 
 def cells(row: Row, device: str, scale: float) -> list[str]:
@@ -301,12 +300,13 @@ def build(rows: list[Row], args: argparse.Namespace) -> int:
         if ran and not row.summary:  # it failed before writing a summary
             row.summary = {"status": "failed"}
         row.data = dataset_of(out)
-        record = records.get(row.name)
-        same = bool(record) and record["command"] == command_line(row, args.device,
-                                                                  args.budget_scale)
+        line = command_line(row, args.device, args.budget_scale)
+        same = records.get(row.name, {}).get("command") == line
         if row.summary and (ran or not same):  # a new result, or one the record lacks
             records[row.name] = record_of(row, out, args.device, args.budget_scale)
-        use_record(row, records.get(row.name), args.device, args.budget_scale)
+            same = True
+        if same:  # a record made by another command is not this row's result
+            use_record(row, records[row.name])
         failed += wanted and row.summary.get("status") != "completed"
     args.records.write_text(json.dumps(records, indent=2, sort_keys=True) + "\n", "utf-8")
     return failed

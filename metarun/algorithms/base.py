@@ -87,9 +87,10 @@ class Algorithm(nn.Module, ABC):
         the builder draws it from the train split, and it is the ``batch`` of
         :meth:`meta_train_step`.
 
-        The default: those N-way K-shot Q-query episodes (an
-        :class:`~metarun.types.EpisodeBatch` per step). Learners that train on something else
-        return :class:`~metarun.types.PairData` (verification pairs) or
+        The default: those N-way K-shot episodes, with ``train_queries`` queries per class
+        where set, else the task's (an :class:`~metarun.types.EpisodeBatch` per step).
+        Learners that train on something else return :class:`~metarun.types.PairData`
+        (verification pairs) or
         :class:`~metarun.types.ImageData` (labelled images).
         """
         return EpisodeData(task.ways, task.shots, self.train_queries or task.queries)

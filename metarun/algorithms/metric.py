@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Callable
-from dataclasses import replace
 
 import torch
 from torch import Tensor
@@ -51,9 +50,8 @@ class MetricAlgorithm(Algorithm):
 
     def training_data(self, task: EpisodeData) -> TrainingData:
         """The task's episodes, with ``train_ways`` and ``train_queries`` where set."""
-        episodes = super().training_data(task)
-        assert isinstance(episodes, EpisodeData)
-        return replace(episodes, ways=self.train_ways or task.ways)
+        return EpisodeData(self.train_ways or task.ways, task.shots,
+                           self.train_queries or task.queries)
 
     @abstractmethod
     def predict(self, support_z: Tensor, support_y: Tensor, query_z: Tensor,
