@@ -13,6 +13,9 @@ dataset raises :class:`DataError`; no command needs to know it exists.
   4    another process holds the run directory's lock (:class:`RunLockedError`)
  75    stopped by SIGTERM/SIGINT after checkpointing (:class:`Preempted`; EX_TEMPFAIL)
 =====  ===========================================================================
+
+A rank of a data-parallel run stopped by another rank (:class:`PeerError`) exits with that
+rank's status.
 """
 
 from __future__ import annotations
@@ -101,12 +104,23 @@ class Preempted(BaseException):
         self.step, self.checkpoint = step, checkpoint
 
 
+class PeerError(RuntimeError):
+    """Another process of a data-parallel run could not go on, or stopped the run; this one
+    stops too, with the same exit status (1 when it is not known)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = EXIT_ERROR if status is None else status
+
+
 def exit_status(error: BaseException) -> int | None:
     """The exit status of an expected failure, or ``None`` for a bug (shown in full).
 
     A component that refuses its arguments raises ``ValueError`` and an unreadable or
     unwritable path is an ``OSError``: both are bad input.
     """
+    if isinstance(error, PeerError):
+        return error.status
     status = getattr(type(error), "exit_status", None)
     if isinstance(status, int):
         return status

@@ -45,6 +45,7 @@ RULES: tuple[tuple[str, str, float, bool], ...] = (
     ("train.lr_step_every", _INT, 1, False),
     ("train.min_lr", _NUM, 0, False),
     ("optim.lr", _NUM, 0, False),
+    ("dist.nproc", _INT, 1, False),
 )
 
 
@@ -64,11 +65,24 @@ def validate_config(cfg: DictConfig) -> None:
     check_paper(OmegaConf.select(cfg, "paper", default=None))
     check_finite(cfg)
     check_component_keys(cfg)
+    check_world(cfg, OmegaConf.select(cfg, "dist.nproc", default=1))
     name = OmegaConf.select(cfg, "device.name", default=None)
     if name is not None:
         from metarun.device import resolve_device
 
         resolve_device(str(name))  # device=cuda without CUDA: refused here, before any work
+
+def check_world(cfg: DictConfig, processes: int) -> None:
+    """Every process of a data-parallel run takes an equal share of each meta-batch."""
+    meta_batch = OmegaConf.select(cfg, "train.meta_batch", default=1)
+    nproc = OmegaConf.select(cfg, "dist.nproc", default=1)
+    if nproc not in (1, processes):
+        raise ValueError(f"dist.nproc = {nproc} but the launcher started {processes} "
+                         "processes: leave dist.nproc at 1 under torchrun")
+    if processes > 1 and meta_batch % processes:
+        raise ValueError(f"train.meta_batch = {meta_batch} cannot be divided between "
+                         f"{processes} processes: choose a multiple of {processes}")
+
 
 def _check_rules(cfg: DictConfig) -> None:
     for key, kind, least, nullable in RULES:

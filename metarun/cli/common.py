@@ -21,6 +21,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from metarun.cli.ranks import check_launcher, follower_args
 from metarun.cli.sweep import FAILED_JOBS, register_resolvers
 from metarun.configs import config_dir
 from metarun.errors import EXIT_BAD_INPUT, EXIT_ERROR, EXIT_PREEMPTED, exit_status
@@ -332,7 +333,8 @@ def main(command: Command, argv: list[str] | None = None, prog: str | None = Non
     args = expand_device_shorthand(sys.argv[1:] if argv is None else argv)
     if command.rewrite is not None:
         args = command.rewrite(args)
-    problem = (check_renamed(args, command.renamed) or check_extras(args)
+    args = follower_args(args)
+    problem = (check_renamed(args, command.renamed) or check_extras(args) or check_launcher(args)
                or next((p for check in command.checks if (p := check(args))), None)
                or check_overrides(args, command.config_name) or check_output_dir(args))
     sys.argv = [sys.argv[0], *args]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from omegaconf import DictConfig
 
 from metarun.cli.common import Command
@@ -10,6 +12,16 @@ from metarun.summary import RunResult
 
 
 def _job(cfg: DictConfig, output_dir: str) -> RunResult:
+    from metarun.engine.distributed import env_world_size
+
+    if cfg.dist.nproc > 1 and env_world_size() == 1:  # start the processes (not under torchrun)
+        from hydra.core.hydra_config import HydraConfig
+
+        from metarun import build
+        from metarun.jobs.launch import launch
+
+        run_dir = build.resume_dir(cfg) or output_dir
+        return launch(cfg.dist.nproc, list(HydraConfig.get().overrides.task), Path(run_dir))
     from metarun.jobs.train import run
 
     return run(cfg, output_dir)

@@ -19,6 +19,7 @@ import torch
 from metarun.algorithms.base import Algorithm
 from metarun.data.episodes import FixedEpisodes
 from metarun.engine.checkpoint import save_checkpoint
+from metarun.engine.distributed import Dist
 from metarun.engine.evaluate import evaluate
 from metarun.engine.metrics import MetricsLog
 from metarun.engine.progress import TrainProgress
@@ -117,7 +118,7 @@ class Trainer:
         val_episodes: fixed validation episodes.
         settings: how long and how (:class:`TrainSettings`).
         checkpoint_dir: where ``best.pt`` and ``last.pt`` go.
-        metrics: the run's ``metrics.jsonl``.
+        metrics: the run's ``metrics.jsonl`` (``None``: written by another rank).
         scheduler: the learning-rate schedule, stepped once per meta-update
             (:mod:`metarun.engine.schedules`; ``None``: constant).
         checkpoint_extra: plain values stored in every checkpoint (the resolved config).
@@ -126,6 +127,10 @@ class Trainer:
             the uninterrupted run's. Without random states (an older checkpoint) it continues
             with fresh ones, and says so. A checkpoint of the last step leaves nothing to
             train: :meth:`fit` returns its best result at once.
+        dist: this process's place in a data-parallel run
+            (:mod:`metarun.engine.distributed`): each rank trains on its share of every
+            meta-batch, the gradients are averaged, rank 0 alone validates (the others receive
+            its result) and writes; all ranks stop at the same step.
 
     The metric that picks the best checkpoint is the algorithm's task type's (accuracy is
     maximised, MSE minimised); a non-finite validation score never becomes the best.
@@ -133,11 +138,12 @@ class Trainer:
 
     def __init__(self, algorithm: Algorithm, optimizer: torch.optim.Optimizer,
                  sampler: TrainSampler, val_episodes: FixedEpisodes, settings: TrainSettings,
-                 checkpoint_dir: Path, metrics: MetricsLog,
+                 checkpoint_dir: Path, metrics: MetricsLog | None,
                  scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
                  checkpoint_extra: dict[str, Any] | None = None,
-                 resume: dict[str, Any] | None = None) -> None:
+                 resume: dict[str, Any] | None = None, dist: Dist | None = None) -> None:
         self.algorithm, self.optimizer, self.sampler = algorithm, optimizer, sampler
+        self.dist = dist or Dist()
         self.val_episodes, self.settings = val_episodes, settings
         self.iterations = settings.iterations
         self.checkpoint_dir, self.metrics = checkpoint_dir, metrics
@@ -166,7 +172,7 @@ class Trainer:
             self.best = (int(b["step"]), EvalResult(b[metric], b["ci95"], b["loss"],
                                                     b["episodes"], metric))
         if "rng" in blob:
-            set_rng_state(self.generator, blob["rng"])
+            set_rng_state(self.generator, self._rank_state(blob))
         else:
             log.warning("the checkpoint holds no random states: episodes after step %d will "
                         "differ from an uninterrupted run's", step)
@@ -177,6 +183,20 @@ class Trainer:
             log.info("training finished at step %d; meta-testing the best checkpoint", step)
         else:
             log.info("resuming after step %d", step)
+
+    def _rank_state(self, blob: dict[str, Any]) -> dict[str, Any]:
+        """This rank's random states in a checkpoint. A run of another number of processes
+        continues exactly when its ranks' states were all the same (every rank draws the
+        same episodes; torch's own generator differs only if a step drew from it)."""
+        states = blob.get("rng_ranks") or [blob["rng"]]
+        if len(states) == self.dist.world:
+            return dict(states[self.dist.rank])
+        first = states[0]
+        if all(torch.equal(s["episodes"], first["episodes"]) and
+               torch.equal(s["torch"], first["torch"]) for s in states[1:]):
+            return dict(first)
+        raise ValueError(f"the checkpoint was written by {len(states)} processes whose random "
+                         f"states differ; resume it with dist.nproc={len(states)}")
 
     def fit(self) -> TrainResult:
         """Train from :attr:`start_step` to ``iterations``, or until ``max_time`` is spent.
@@ -194,6 +214,7 @@ class Trainer:
         self.algorithm.train()
         with StopRequest() as stop, TrainProgress(
                 self.iterations, start=done, log_every=every.log_every, task_type=task_type,
+                live=None if self.dist.is_main else False,
                 time_left=None if every.max_time is None else every.max_time - self.elapsed,
         ) as progress:
             for step in range(self.start_step, self.iterations + 1):
@@ -203,13 +224,16 @@ class Trainer:
                 loss, score = (sum(v) / len(window) for v in zip(*window, strict=True))
                 progress.update(step, loss, score)
                 over = every.max_time is not None and self.seconds() >= every.max_time
+                over_any, signal_any = self.dist.any(int(over), stop.signal or 0)
+                over, stop_signal = bool(over_any), signal_any or None
                 last = step == self.iterations or over
                 if last:
                     self.stopped = STOPPED_ITERATIONS if step == self.iterations \
                         else STOPPED_MAX_TIME
                 if step % every.log_every == 0 or last:
-                    self.metrics.write(step, "train", loss, time.perf_counter() - t0,
-                                       **{task_type.metric: score}, lr=lr)
+                    if self.metrics is not None:
+                        self.metrics.write(step, "train", loss, time.perf_counter() - t0,
+                                           **{task_type.metric: score}, lr=lr)
                     window.clear()
                 saved = step % every.eval_every == 0 or last
                 if saved:
@@ -217,11 +241,11 @@ class Trainer:
                 elif every.checkpoint_every and step % every.checkpoint_every == 0:
                     self._save("last.pt", step)
                     saved = True
-                if stop.signal is not None:
+                if stop_signal is not None:
                     path = self.checkpoint_dir / "last.pt"
                     if not saved:
                         path = self._save("last.pt", step)
-                    raise Preempted(step, path, stop.signal)
+                    raise Preempted(step, path, stop_signal)
                 if last:
                     break
         if self.stopped == STOPPED_MAX_TIME:
@@ -245,16 +269,19 @@ class Trainer:
                 made and ``last.pt`` holds the weights after ``step - 1``.
         """
         self.algorithm.scheduled(step)
-        batch = self.sampler.sample(self.settings.meta_batch, self.generator)
+        batch = self.dist.shard(self.sampler.sample(self.settings.meta_batch, self.generator))
         # Buffers (batch-norm statistics) change in the forward pass: keep the last good
         # ones, so a non-finite step leaves nothing of itself behind.
         buffers = [(b, b.clone()) for b in self.algorithm.buffers()]
         out = self.algorithm.meta_train_step(batch)
-        loss = out.loss.detach().item()
+        metric = self.algorithm.task_type.metric
+        # the meta-batch's loss and metric: the mean of the ranks' (equal) shares
+        loss, score = self.dist.mean(out.loss.detach().item(), out.metrics.get(metric, math.nan))
         self.optimizer.zero_grad(set_to_none=True)
         norm = math.nan
         if math.isfinite(loss):
             out.loss.backward()
+            self.dist.average_gradients(list(self.algorithm.parameters()))
             clip = self.settings.grad_clip
             norm = float(torch.nn.utils.clip_grad_norm_(
                 self.algorithm.parameters(), clip if clip is not None else math.inf))
@@ -270,17 +297,19 @@ class Trainer:
                                      f"the update. {saved} holds the weights after step "
                                      f"{step - 1}")
         self.optimizer.step()
+        self.dist.average_buffers(self.algorithm)
         if self.scheduler is not None:
             self.scheduler.step()
-        return loss, out.metrics.get(self.algorithm.task_type.metric, math.nan)
+        return loss, score
 
     def _validate(self, step: int, seconds: float) -> None:
         """Score the validation episodes; checkpoint ``last.pt`` and, if better, ``best.pt``."""
         task_type = self.algorithm.task_type
-        val = evaluate(self.algorithm, self.val_episodes)
+        val = self.dist.from_main(lambda: evaluate(self.algorithm, self.val_episodes))
         self.algorithm.train()
-        self.metrics.write(step, "val", val.loss, seconds, **{task_type.metric: val.score},
-                           ci95=val.ci95)
+        if self.metrics is not None:
+            self.metrics.write(step, "val", val.loss, seconds, **{task_type.metric: val.score},
+                               ci95=val.ci95)
         improved = math.isfinite(val.score) and (
             self.best is None or task_type.better(val.score, self.best[1].score))
         log.info("step %d: val %s %s over %d episodes%s", step, task_type.metric,
@@ -292,8 +321,13 @@ class Trainer:
         self._save("last.pt", step, val)
 
     def _save(self, name: str, step: int, val: EvalResult | None = None) -> Path:
+        """Write a checkpoint (rank 0; every rank takes part, to hand over its random
+        states)."""
         path = self.checkpoint_dir / name
         best = self.best
+        states = self.dist.gather(rng_state(self.generator))
+        if not self.dist.is_main:
+            return path
         save_checkpoint(path, {
             "step": step,
             "algorithm": self.algorithm.state_dict(),
@@ -301,7 +335,8 @@ class Trainer:
             "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
             "val": None if val is None else val.as_dict(),
             "best": None if best is None else {"step": best[0], **best[1].as_dict()},
-            "rng": rng_state(self.generator),
+            "rng": states[0],
+            "rng_ranks": states if self.dist.world > 1 else None,
             "elapsed": self.seconds(),
             "stopped": self.stopped,
             **self.extra,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,6 @@ from omegaconf import DictConfig
 
 from metarun import build
 from metarun.algorithms.base import Algorithm
-from metarun.configs import LOCATION_KEYS, leaves, parse_duration
 from metarun.data.episodes import FixedEpisodes
 from metarun.engine.checkpoint import load_checkpoint, load_resumable
 from metarun.engine.evaluate import evaluate
@@ -29,11 +29,13 @@ from metarun.engine.signals import StopRequest
 from metarun.engine.trainer import Trainer, TrainResult
 from metarun.errors import (
     NonFiniteLossError,
-    OutputDirError,
+    PeerError,
     Preempted,
     RunCompletedError,
     RunLockedError,
 )
+from metarun.jobs.peers import AGREED, Peers, join, quiet_follower
+from metarun.jobs.resume import resume_point
 from metarun.jobs.rundir import claim
 from metarun.summary import (
     COMPLETED,
@@ -42,25 +44,14 @@ from metarun.summary import (
     PREEMPTED,
     TRAIN,
     RunResult,
-    describe,
-    is_training_summary,
     paper_section,
     read_summary,
     write_summary,
 )
 from metarun.types import EpisodeData, EvalResult, Split
-from metarun.validate import validate_config
+from metarun.validate import check_world, validate_config
 
 log = logging.getLogger("metarun")
-
-#: Keys in which a re-run may differ from a completed run and still be the same run.
-SAME_RUN_CHANGES = (*LOCATION_KEYS, "device.", "logger.")
-#: How long to train: a run may be resumed with other values, and a completed run is
-#: continued by values that let it train further.
-LENGTH_KEYS = ("train.iterations", "train.max_time")
-#: Keys that may change when a run is resumed.
-RESUMABLE_CHANGES = (*SAME_RUN_CHANGES, *LENGTH_KEYS)
-
 
 def run(cfg: DictConfig, output_dir: str | Path) -> RunResult:
     """Meta-train and meta-test as ``cfg`` says; write everything under ``output_dir``.
@@ -72,9 +63,24 @@ def run(cfg: DictConfig, output_dir: str | Path) -> RunResult:
     The directory is checked before anything is written into it: one that another process is
     using, that holds another command's result, a completed run, or a run of a different
     experiment is refused and left as it was.
+
+    In a data-parallel run (started by torchrun or ``dist.nproc``) rank 0 does all of this,
+    in its own ``output_dir``; the other ranks train their shares beside it
+    (:mod:`metarun.jobs.peers`) and return its summary.
     """
+    peers = Peers(join(cfg))
+    if not peers.dist.is_main:
+        return _follow(cfg, peers)
+    try:
+        return _lead(cfg, Path(output_dir), peers)
+    except BaseException as e:
+        peers.abort(e)
+        raise
+
+
+def _lead(cfg: DictConfig, output_dir: Path, peers: Peers) -> RunResult:
     resume_dir = build.resume_dir(cfg)
-    out = Path(resume_dir).expanduser() if resume_dir else Path(output_dir)
+    out = Path(resume_dir).expanduser() if resume_dir else output_dir
     if resume_dir and not out.is_dir():
         raise FileNotFoundError(f"train.resume = {resume_dir}: no such run directory")
     config = build.resolved(cfg)
@@ -82,7 +88,7 @@ def run(cfg: DictConfig, output_dir: str | Path) -> RunResult:
         raise RunLockedError(f"another metarun process is using {out}; wait for it to finish "
                              "or choose another run directory")
     was_completed = (read_summary(out) or {}).get("status") == COMPLETED
-    resume = _resume_point(out, config, explicit=bool(resume_dir))  # only reads
+    resume = resume_point(out, config, explicit=bool(resume_dir))  # only reads
     out.mkdir(parents=True, exist_ok=True)
     with RunLock(out):
         if not was_completed and (read_summary(out) or {}).get("status") == COMPLETED:
@@ -92,78 +98,29 @@ def run(cfg: DictConfig, output_dir: str | Path) -> RunResult:
         try:  # from here on, however the run ends, its summary says so
             with StopRequest(at_once=True):  # until training starts, nothing to checkpoint
                 validate_config(cfg)
-                return _train(cfg, out, config, resume, t0)
+                check_world(cfg, peers.dist.world)
+                peers.start(out, resume)
+                return _train(cfg, out, config, resume, t0, peers)
         except BaseException as e:
             _write_unfinished(out, e, time.perf_counter() - t0)
             raise
 
 
-def _differences(before: Any, now: dict[str, Any], allowed: tuple[str, ...]) -> list[str]:
-    """The dotted keys whose values differ between two resolved configs, except ``allowed``."""
-    old = dict(leaves(before if isinstance(before, dict) else {}, lists=False))
-    new = dict(leaves(now, lists=False))
-    return sorted(k for k in old.keys() | new.keys()
-                  if old.get(k) != new.get(k) and not k.startswith(allowed))
-
-
-def _resume_point(out: Path, config: dict[str, Any], explicit: bool) -> dict[str, Any] | None:
-    """The checkpoint to continue from, or ``None`` for a fresh run. Only reads ``out``.
-
-    Raises:
-        RunCompletedError: ``out`` holds a completed run of this experiment.
-        OutputDirError: it holds a completed run of another experiment, or another command's
-            result.
-        ValueError: its checkpoint belongs to a different experiment, or none loads.
-    """
-    summary = read_summary(out)
-    if summary is None:
-        log.warning("%s/summary.json is damaged; going by the run's checkpoints", out)
-    elif summary and not is_training_summary(summary):
-        raise OutputDirError(f"{out} holds {describe(summary)}, not a training run; choose "
-                             "another hydra.run.dir")
-    completed = isinstance(summary, dict) and summary.get("status") == COMPLETED
-    checkpoints = out / "checkpoints"
-    if not (checkpoints / "last.pt").exists() and not (checkpoints / "last.prev.pt").exists():
-        if completed:
-            raise OutputDirError(f"{out} already holds a completed run whose checkpoints are "
-                                 "missing; choose another hydra.run.dir")
-        if explicit:
-            raise FileNotFoundError(f"train.resume = {out}: no checkpoint to resume from")
-        return None
+def _follow(cfg: DictConfig, peers: Peers) -> RunResult:
+    """A rank other than 0: train its shares in rank 0's run; rank 0 writes everything."""
+    quiet_follower()
+    out, resume = peers.start()
+    built = peers.build(lambda: _build(cfg))
+    trainer = Trainer(built.algorithm, val_episodes=built.val,
+                      checkpoint_dir=out / "checkpoints", metrics=None, resume=resume,
+                      dist=peers.dist, **built.trainer_inputs)
     try:
-        blob, path = load_resumable(checkpoints)
-    except ValueError as e:
-        if summary and summary.get("resumable"):  # it promised a resume that cannot work
-            write_summary(out, {**summary, "command": TRAIN, "resumable": False,
-                                "error": str(e)})
+        trainer.fit()
+    except AGREED:
+        with suppress(PeerError):
+            peers.end()  # rank 0 writes the summary before any rank exits
         raise
-    if completed:
-        changed = _differences(blob.get("config"), config, SAME_RUN_CHANGES)
-        if changed and set(changed) <= set(LENGTH_KEYS) and _trains_further(blob, config):
-            log.info("continuing the completed run %s from step %d: train.iterations or "
-                     "train.max_time now lets it train further", out, blob["step"])
-            return blob
-        if changed:
-            raise OutputDirError(f"{out} already holds a completed run with different "
-                                 f"{', '.join(changed)}; choose another directory")
-        raise RunCompletedError(out)
-    changed = _differences(blob.get("config"), config, RESUMABLE_CHANGES)
-    if changed:
-        raise ValueError(f"cannot resume {out}: the run was started with different "
-                         f"{', '.join(changed)}; only {', '.join(RESUMABLE_CHANGES)} may "
-                         "change on resume")
-    log.info("resuming %s from %s (step %d)", out, path, blob["step"])
-    return blob
-
-
-def _trains_further(blob: dict[str, Any], config: dict[str, Any]) -> bool:
-    """Whether ``config``'s ``train.iterations`` and ``train.max_time`` let the run of the
-    checkpoint ``blob`` (its last step) train past that step."""
-    train = config.get("train") or {}
-    budget = parse_duration(train.get("max_time"))
-    spent = float(blob.get("elapsed", 0.0))
-    return int(train.get("iterations", 0)) > int(blob["step"]) and (
-        budget is None or budget > spent)
+    return RunResult(summary=peers.end(), output_dir=str(out))
 
 
 @dataclass
@@ -206,18 +163,20 @@ def _build(cfg: DictConfig) -> _Built:
 
 
 def _train(cfg: DictConfig, out: Path, config: dict[str, Any],
-           resume: dict[str, Any] | None, t0: float) -> RunResult:
-    built = _build(cfg)
+           resume: dict[str, Any] | None, t0: float, peers: Peers) -> RunResult:
+    built = peers.build(lambda: _build(cfg))
     algorithm = built.algorithm
     resume_step = None if resume is None else int(resume["step"])
     metrics = MetricsLog(out / "metrics.jsonl", resume_step=resume_step,
                          sinks=build.metric_sinks(cfg, out, resume_step))
     try:
         trainer = Trainer(algorithm, val_episodes=built.val, checkpoint_dir=out / "checkpoints",
-                          metrics=metrics, resume=resume, **built.trainer_inputs,
+                          metrics=metrics, resume=resume, dist=peers.dist,
+                          **built.trainer_inputs,
                           checkpoint_extra={"config": config,
                                             "train_classes": built.train_classes})
         trained = trainer.fit()
+        peers.trained()
         best = load_checkpoint(out / "checkpoints" / "best.pt", map_location=built.device)
         algorithm.load_state_dict(best["algorithm"])
         result = evaluate(algorithm, built.test, build.info(cfg).diverged_above)
@@ -231,8 +190,9 @@ def _train(cfg: DictConfig, out: Path, config: dict[str, Any],
     about = build.info(cfg)
     summary = _completed_summary(about, algorithm, trained, result, built)
     summary.update(seconds=round(seconds, 2), device=str(built.device),
-                   resumed_from_step=resume_step)
+                   processes=peers.dist.world, resumed_from_step=resume_step)
     write_summary(out, summary)
+    peers.end(summary)
     task_type, ev = algorithm.task_type, about.eval_task
     log.info("test %s %s (95%% CI, %d episodes, %s; median %s, %d diverged)",
              task_type.metric, task_type.format(result.score, result.ci95), result.episodes,

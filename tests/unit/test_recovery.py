@@ -24,7 +24,7 @@ from metarun.engine.metrics import MetricsLog
 from metarun.engine.schedules import ScheduleSettings, make_schedule
 from metarun.engine.trainer import Trainer, TrainSettings
 from metarun.errors import NonFiniteLossError, Preempted
-from metarun.jobs.train import _resume_point
+from metarun.jobs.resume import resume_point as _resume_point
 from metarun.types import Split
 
 # --- checkpoints -------------------------------------------------------------------------------

@@ -1,0 +1,78 @@
+"""``metarun dist.nproc=N``: start N training processes on this machine through
+torch.distributed's elastic launcher (what torchrun runs), and report their run as one job.
+
+The processes are ``python -m metarun`` with the job's own overrides and its run directory,
+chosen here once (``hydra.run.dir``), so every rank is in the same run. Rendezvous is local
+(c10d on a free port, as ``torchrun --standalone``); no restarts: a rank that fails fails the
+run, and the launcher stops the others. Rank 0's ``summary.json`` is the job's result.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from metarun.errors import EXIT_ERROR, EXIT_PREEMPTED, PeerError
+from metarun.summary import COMPLETED, PREEMPTED, RunResult, read_summary
+
+#: Seconds the launcher gives the processes to stop on SIGTERM (a step boundary, one
+#: checkpoint) before it kills them.
+SHUTDOWN_SECONDS = 120
+
+
+@contextmanager
+def _threads_per_process(nproc: int) -> Iterator[None]:
+    """Share the CPU's cores between the processes (as torchrun does, unless the user chose):
+    N processes with all cores each slow each other down many times over."""
+    if "OMP_NUM_THREADS" in os.environ:
+        yield
+        return
+    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // nproc))
+    try:
+        yield
+    finally:
+        del os.environ["OMP_NUM_THREADS"]
+
+
+def launch(nproc: int, overrides: list[str], run_dir: Path) -> RunResult:
+    """Run the job of ``overrides`` in ``nproc`` processes, in ``run_dir``; its summary.
+
+    Raises:
+        PeerError: the run did not complete; its status is rank 0's (75 when it was stopped
+            by a signal, so a sweep stops as for a one-process run).
+    """
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=nproc,
+                          run_id=f"metarun-{uuid.uuid4().hex[:8]}", rdzv_backend="c10d",
+                          rdzv_endpoint="localhost:0", max_restarts=0,
+                          shutdown_timeout=SHUTDOWN_SECONDS)
+    args = ["-m", "metarun", *[o for o in overrides if not o.startswith("hydra.run.dir=")],
+            f"hydra.run.dir={run_dir}"]
+    try:
+        with _threads_per_process(nproc):
+            elastic_launch(config, sys.executable)(*args)
+    except (ChildFailedError, SignalException) as e:
+        summary = read_summary(run_dir) or {}
+        status = EXIT_PREEMPTED if summary.get("status") == PREEMPTED else _status(e)
+        why = summary.get("error") or f"{type(e).__name__}: {e}".splitlines()[0]
+        raise PeerError(f"the {nproc} training processes stopped: {why}", status) from None
+    summary = read_summary(run_dir) or {}
+    if summary.get("status") != COMPLETED:
+        raise PeerError(f"the {nproc} training processes ended without a completed run in "
+                        f"{run_dir}")
+    return RunResult(summary=summary, output_dir=str(run_dir))
+
+
+def _status(error: Exception) -> int:
+    """Rank 0's exit status, else the first failed rank's."""
+    failures = getattr(error, "failures", None) or {}
+    first = failures.get(0) or next(iter(failures.values()), None)
+    code = getattr(first, "exitcode", None)
+    return code if isinstance(code, int) and code > 0 else EXIT_ERROR
