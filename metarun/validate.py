@@ -46,6 +46,7 @@ RULES: tuple[tuple[str, str, float, bool], ...] = (
     ("train.min_lr", _NUM, 0, False),
     ("optim.lr", _NUM, 0, False),
     ("dist.nproc", _INT, 1, False),
+    ("threads", _INT, 1, True),
 )
 
 

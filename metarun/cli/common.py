@@ -21,6 +21,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from metarun.cli.parallel import machine_share
 from metarun.cli.ranks import check_launcher, follower_args
 from metarun.cli.sweep import FAILED_JOBS, register_resolvers
 from metarun.configs import config_dir
@@ -102,7 +103,8 @@ def run_job(command: Command, cfg: DictConfig) -> float:
     hydra_cfg = HydraConfig.get()
     output_dir = hydra_cfg.runtime.output_dir
     try:
-        result = command.job(cfg, output_dir)
+        with machine_share(cfg, hydra_cfg):
+            result = command.job(cfg, output_dir)
         if command.show is not None:
             command.show(result)
         return result.objective

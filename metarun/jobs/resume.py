@@ -23,7 +23,7 @@ from metarun.summary import (
 log = logging.getLogger("metarun")
 
 #: Keys in which a re-run may differ from a completed run and still be the same run.
-SAME_RUN_CHANGES = (*LOCATION_KEYS, "device.", "logger.", "dist.")
+SAME_RUN_CHANGES = (*LOCATION_KEYS, "device.", "logger.", "dist.", "threads")
 #: How long to train: a run may be resumed with other values, and a completed run is
 #: continued by values that let it train further.
 LENGTH_KEYS = ("train.iterations", "train.max_time")

@@ -190,7 +190,8 @@ def _train(cfg: DictConfig, out: Path, config: dict[str, Any],
     about = build.info(cfg)
     summary = _completed_summary(about, algorithm, trained, result, built)
     summary.update(seconds=round(seconds, 2), device=str(built.device),
-                   processes=peers.dist.world, resumed_from_step=resume_step)
+                   processes=peers.dist.world, threads=torch.get_num_threads(),
+                   resumed_from_step=resume_step)
     write_summary(out, summary)
     peers.end(summary)
     task_type, ev = algorithm.task_type, about.eval_task

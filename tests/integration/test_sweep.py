@@ -4,6 +4,7 @@ the messages when their packages are missing."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -56,8 +57,11 @@ def test_joblib_runs_jobs_in_parallel_processes_and_still_reports_failures(
     proc = metarun(["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
                     "algo=maml,protonet", *SINE, f"hydra.sweep.dir={tmp_path}"], env, tmp_path)
     assert proc.returncode == 1, proc.stderr[-3000:]
-    assert [j["status"] for j in job_summaries(tmp_path)] == ["completed", "failed"]
+    jobs = job_summaries(tmp_path)
+    assert [j["status"] for j in jobs] == ["completed", "failed"]
     assert "1 job(s) of the sweep did not complete" in proc.stderr
+    # two jobs at once: each took its share of the cores, not all of them
+    assert jobs[0]["threads"] == max(1, (os.cpu_count() or 1) // 2)
 
 
 def test_tensorboard_gets_the_same_scalars_as_metrics_jsonl(tmp_path: Path) -> None:

@@ -191,3 +191,37 @@ def test_under_a_launcher_other_ranks_use_a_scratch_directory_and_sweeps_are_ref
     scratch = Path(moved[1].removeprefix("hydra.run.dir="))
     assert scratch.parent == tmp_path and scratch.name.startswith("metarun-rank1-")
     assert "cannot run under torchrun" in (check_launcher(["-m", *args]) or "")
+
+
+def test_parallel_sweep_jobs_take_free_slots_their_share_of_threads_and_their_own_gpu(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from omegaconf import OmegaConf
+
+    from metarun.cli.parallel import machine_share, workers
+
+    gpus: list[int] = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)  # a faked machine of 2 GPUs
+    monkeypatch.setattr(torch.cuda, "set_device", gpus.append)
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    hydra = OmegaConf.create({
+        "launcher": {"_target_": "hydra_plugins.hydra_joblib_launcher.joblib_launcher."
+                                 "JoblibLauncher", "n_jobs": 2},
+        "sweep": {"dir": str(tmp_path)}, "job": {"num": 5}})
+    assert workers(hydra) == 2 and workers(OmegaConf.create({"launcher": {"n_jobs": 2}})) == 1
+    assert workers(OmegaConf.merge(hydra, {"launcher": {"n_jobs": -1}})) == 8  # joblib's -1
+    cfg = OmegaConf.create({"threads": None})
+    threads = torch.get_num_threads()
+    try:
+        with machine_share(cfg, hydra):  # a second job while the first still runs
+            assert torch.get_num_threads() == 4
+            with machine_share(cfg, hydra):
+                assert torch.get_num_threads() == 4
+        assert gpus == [0, 1]  # its own slot, so its own GPU, whatever its job number
+        with machine_share(cfg, hydra):
+            pass
+        assert gpus == [0, 1, 0]  # slot 0 is free again
+        with machine_share(OmegaConf.create({"threads": 3}), hydra):
+            assert torch.get_num_threads() == 3  # the key wins over the share
+    finally:
+        torch.set_num_threads(threads)
