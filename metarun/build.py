@@ -146,7 +146,8 @@ def train_settings(cfg: DictConfig) -> TrainSettings:
     return TrainSettings(iterations=t.iterations, meta_batch=t.meta_batch,
                          eval_every=t.eval_every, log_every=t.log_every, seed=cfg.seed,
                          grad_clip=t.grad_clip, checkpoint_every=t.checkpoint_every,
-                         max_time=parse_duration(t.get("max_time")))
+                         max_time=parse_duration(t.get("max_time")),
+                         precision=str(t.get("precision", "32")))
 
 
 def optimizer(cfg: DictConfig, learner: Algorithm) -> torch.optim.Optimizer:

@@ -67,11 +67,21 @@ def validate_config(cfg: DictConfig) -> None:
     check_finite(cfg)
     check_component_keys(cfg)
     check_world(cfg, OmegaConf.select(cfg, "dist.nproc", default=1))
+    _check_precision(cfg)
     name = OmegaConf.select(cfg, "device.name", default=None)
     if name is not None:
         from metarun.device import resolve_device
 
         resolve_device(str(name))  # device=cuda without CUDA: refused here, before any work
+
+def _check_precision(cfg: DictConfig) -> None:
+    from metarun.engine.precision import PRECISIONS
+
+    precision = OmegaConf.select(cfg, "train.precision", default="32")
+    if str(precision) not in PRECISIONS:
+        raise ValueError(f"train.precision must be one of {', '.join(PRECISIONS)}; got "
+                         f"{precision!r}")
+
 
 def check_world(cfg: DictConfig, processes: int) -> None:
     """Every process of a data-parallel run takes an equal share of each meta-batch."""

@@ -147,6 +147,12 @@ class Algorithm(nn.Module, ABC):
         the default does nothing.
         """
 
+    @property
+    def second_order(self) -> bool:
+        """Whether meta-training differentiates through inner-loop gradients (second-order
+        MAML and its family), which float16 and ``torch.compile`` cannot do."""
+        return False
+
     def norms(self) -> list[nn.modules.batchnorm._BatchNorm]:
         """Every batch-norm module of the algorithm."""
         return [m for m in self.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]

@@ -6,9 +6,12 @@ module's own parameters are never overwritten, so the meta-parameters stay leave
 
 from __future__ import annotations
 
+import contextlib
+import functools
 from collections.abc import Callable, Mapping
 
 import torch
+import torch.utils.checkpoint
 from torch import Tensor, nn
 from torch.func import functional_call
 
@@ -37,6 +40,7 @@ def inner_trajectory(
     create_graph: bool,
     state: StepState | None = None,
     functional: bool = False,
+    checkpoint: bool = False,
 ) -> list[Params]:
     """Take ``steps`` steps of gradient descent on ``loss_fn(module(x), y)``.
 
@@ -57,6 +61,10 @@ def inner_trajectory(
             weights and statistics), as a function of ``i``.
         functional: take gradients with ``torch.func.grad`` instead of ``torch.autograd.grad``,
             which is what works under ``torch.func.vmap``.
+        checkpoint: keep only each step's fast weights for the backward pass and recompute
+            the step (its forward and its inner gradient) there (``torch.utils.checkpoint``):
+            the memory of a second-order meta-gradient then grows by one set of weights per
+            step instead of every activation of every step. The same meta-gradient.
 
     Returns:
         The fast weights before the first step and after each step: ``steps + 1`` dicts with
@@ -67,14 +75,64 @@ def inner_trajectory(
     with torch.enable_grad():  # adaptation needs gradients even inside no_grad evaluation
         for i in range(steps):
             step_state = state(i) if state is not None else None
-            grads = _gradients(module, fast, x, y, loss_fn, step_state, create_graph, functional)
             size = lr(i) if callable(lr) else lr
-            fast = {
-                name: w if g is None else w - _step_size(size, name) * g
-                for (name, w), g in zip(fast.items(), grads, strict=True)
-            }
+
+            box = [step_state]  # what a recomputation swaps for copies
+            step = functools.partial(_step, module, tuple(fast), x, y, loss_fn, box,
+                                     create_graph, functional, size)
+            weights = (torch.utils.checkpoint.checkpoint(
+                step, *fast.values(), use_reentrant=False,
+                context_fn=functools.partial(_contexts, module, box))
+                if checkpoint else step(*fast.values()))
+            fast = dict(zip(fast, weights, strict=True))
             trajectory.append(fast)
     return trajectory
+
+
+class _Recomputing:
+    """While a checkpointed step is recomputed: the same computation, but on copies of the
+    running statistics (the module's buffers, and those passed in ``state``), which are
+    thrown away, so the statistics are updated once, as without checkpointing, and nothing
+    that autograd saved is changed in place. (A class, not a generator: a recomputation may
+    enter it more than once.)"""
+
+    def __init__(self, module: nn.Module, state: list[Mapping[str, Tensor] | None]) -> None:
+        self.module, self.state = module, state
+        self.swapped: list[tuple[nn.Module, str, Tensor]] = []
+        self.original: Mapping[str, Tensor] | None = None
+
+    def __enter__(self) -> None:
+        for m in self.module.modules():
+            for name, b in list(m._buffers.items()):
+                if b is not None:
+                    self.swapped.append((m, name, b))
+                    m._buffers[name] = b.clone()
+        self.original = self.state[0]
+        if self.original is not None:
+            self.state[0] = {k: v if v.requires_grad else v.clone()
+                             for k, v in self.original.items()}
+
+    def __exit__(self, *exc: object) -> None:
+        for m, name, b in self.swapped:
+            m._buffers[name] = b
+        self.swapped.clear()
+        self.state[0] = self.original
+
+
+def _contexts(module: nn.Module, state: list[Mapping[str, Tensor] | None],
+              ) -> tuple[contextlib.AbstractContextManager[None], _Recomputing]:
+    return contextlib.nullcontext(), _Recomputing(module, state)
+
+
+def _step(module: nn.Module, names: tuple[str, ...], x: Tensor, y: Tensor, loss_fn: LossFn,
+          state: list[Mapping[str, Tensor] | None], create_graph: bool, functional: bool,
+          size: StepSize, *weights: Tensor) -> tuple[Tensor, ...]:
+    """One inner step: the fast weights after it, in the order of ``names`` (``state[0]``:
+    the step's other tensors)."""
+    fast = dict(zip(names, weights, strict=True))
+    grads = _gradients(module, fast, x, y, loss_fn, state[0], create_graph, functional)
+    return tuple(w if g is None else w - _step_size(size, name) * g
+                 for (name, w), g in zip(fast.items(), grads, strict=True))
 
 
 def _gradients(module: nn.Module, fast: Params, x: Tensor, y: Tensor, loss_fn: LossFn,

@@ -51,6 +51,9 @@ class MAML(Algorithm):
         task_type: the data's task type (passed at run time).
         train_queries: queries per class in meta-training episodes (``None``: the task's);
             see :class:`~metarun.algorithms.base.Algorithm`.
+        checkpoint_inner: recompute each inner step in the backward pass instead of keeping
+            its activations (:func:`~metarun.algorithms.functional.inner_trajectory`): the
+            same meta-gradient, for less memory and more time. Looped tasks only.
     """
 
     task_types = (Classification, Regression)
@@ -69,6 +72,7 @@ class MAML(Algorithm):
         vectorize: bool = False,
         task_type: TaskType = CLASSIFICATION,
         train_queries: int | None = None,
+        checkpoint_inner: bool = False,
     ) -> None:
         super().__init__(bn_mode=bn_mode, task_type=task_type, train_queries=train_queries)
         if task_type.has_classes and ways < 2:
@@ -97,6 +101,10 @@ class MAML(Algorithm):
         self.test_inner_steps = int(test_inner_steps)
         self.first_order = first_order
         self.vectorize = vectorize
+        self.checkpoint_inner = checkpoint_inner
+        if vectorize and checkpoint_inner:
+            raise ValueError("algo.checkpoint_inner=true needs algo.vectorize=false: "
+                             "torch.utils.checkpoint does not run under torch.func.vmap")
         if vectorize and bn_mode == "running" and self.norms():
             raise ValueError(
                 "algo.vectorize=true needs algo.bn_mode=batch: batch-norm running statistics "
@@ -147,6 +155,10 @@ class MAML(Algorithm):
         """Whether meta-training keeps second-order terms now."""
         return not self.first_order
 
+    @property
+    def second_order(self) -> bool:
+        return not self.first_order
+
     def _query_loss(self, learner: nn.Module, trajectory: list[Params], query_x: Tensor,
                     query_y: Tensor) -> tuple[Tensor, Tensor]:
         """Meta-training loss and metric of one task from its inner-loop trajectory."""
@@ -168,6 +180,7 @@ class MAML(Algorithm):
             learner, self._start(learner), self._features(support_x), support_y,
             self.task_type.loss, steps=self.inner_steps, lr=self._step_size(True),
             create_graph=self._create_graph(), state=self._state(), functional=functional,
+            checkpoint=self.checkpoint_inner,
         )
         return self._query_loss(learner, trajectory, self._features(query_x), query_y)
 

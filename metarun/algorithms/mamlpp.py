@@ -77,7 +77,7 @@ class MAMLpp(MAML):
         test_inner_steps: int = 5,
         first_order: bool = False,
         bn_mode: str = "batch", head: str = "learned", vectorize: bool = False,
-        train_queries: int | None = None,
+        train_queries: int | None = None, checkpoint_inner: bool = False,
         multi_step_loss: bool = True,
         msl_epochs: int = 10,
         learn_inner_lrs: bool = True,
@@ -89,7 +89,8 @@ class MAMLpp(MAML):
         super().__init__(backbone, ways, inner_lr=inner_lr, inner_steps=inner_steps,
                          test_inner_steps=test_inner_steps, first_order=first_order,
                          bn_mode=bn_mode, head=head, vectorize=vectorize,
-                         task_type=task_type, train_queries=train_queries)
+                         task_type=task_type, train_queries=train_queries,
+                         checkpoint_inner=checkpoint_inner)
         for key, value in (("algo.msl_epochs", msl_epochs), ("algo.epoch_steps", epoch_steps)):
             if value < 1:
                 raise ValueError(f"{key} must be at least 1; got {value}")
@@ -101,7 +102,6 @@ class MAMLpp(MAML):
         self.per_step_bn_weights, self.per_step_bn_stats = per_step_bn_weights, per_step_bn_stats
         self.first_order_epochs, self.epoch_steps = first_order_epochs, epoch_steps
         self.epoch = 0
-
         steps = self.inner_steps
         norms = {name: m for name, m in self.net.named_modules()
                  if isinstance(m, nn.modules.batchnorm._BatchNorm)}

@@ -44,12 +44,14 @@ class MetaSGD(MAML):
         head: str = "learned",
         vectorize: bool = False,
         train_queries: int | None = None,
+        checkpoint_inner: bool = False,
         task_type: TaskType = CLASSIFICATION,
     ) -> None:
         super().__init__(backbone, ways, inner_lr=inner_lr, inner_steps=inner_steps,
                          test_inner_steps=test_inner_steps, first_order=first_order,
                          bn_mode=bn_mode, head=head, vectorize=vectorize,
-                         task_type=task_type, train_queries=train_queries)
+                         task_type=task_type, train_queries=train_queries,
+                         checkpoint_inner=checkpoint_inner)
         self.step_sizes = nn.ParameterDict({
             param_key(name): nn.Parameter(torch.full_like(p, inner_lr))
             for name, p in self.net.named_parameters()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import random
 import tempfile
 import warnings
 from pathlib import Path
@@ -133,3 +134,35 @@ def load_resumable(directory: str | Path,
         raise FileNotFoundError(f"no checkpoint to resume from in {directory}")
     raise ValueError(f"no loadable checkpoint to resume from in {directory}: "
                      + "; ".join(problems))
+
+
+def rng_state(generator: torch.Generator) -> dict[str, Any]:
+    """Every random state training reads: the episode generator, torch (CPU and CUDA),
+    Python's and numpy's global generators, as tensors and plain values."""
+    import numpy as np
+
+    kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
+    keys = np.asarray(keys)
+    return {
+        "episodes": generator.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "python": random.getstate(),
+        "numpy": [kind, torch.from_numpy(keys.astype("int64")), pos, has_gauss, cached],
+    }
+
+
+def set_rng_state(generator: torch.Generator, state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` captured."""
+    import numpy as np
+
+    generator.set_state(state["episodes"])
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    if "python" in state:
+        version, internal, gauss = state["python"]
+        random.setstate((version, tuple(internal), gauss))
+    if "numpy" in state:
+        kind, keys, pos, has_gauss, cached = state["numpy"]
+        np.random.set_state((kind, keys.numpy().astype("uint32"), pos, has_gauss, cached))

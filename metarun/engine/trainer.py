@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,48 +17,17 @@ import torch
 
 from metarun.algorithms.base import Algorithm
 from metarun.data.episodes import FixedEpisodes
-from metarun.engine.checkpoint import save_checkpoint
+from metarun.engine.checkpoint import rng_state, save_checkpoint, set_rng_state
 from metarun.engine.distributed import Dist
 from metarun.engine.evaluate import evaluate
 from metarun.engine.metrics import MetricsLog
+from metarun.engine.precision import Precision
 from metarun.engine.progress import TrainProgress
 from metarun.engine.signals import StopRequest
 from metarun.errors import NonFiniteLossError, Preempted
 from metarun.types import EvalResult, TrainSampler
 
 log = logging.getLogger("metarun")
-
-
-def rng_state(generator: torch.Generator) -> dict[str, Any]:
-    """Every random state training reads: the episode generator, torch (CPU and CUDA),
-    Python's and numpy's global generators, as tensors and plain values."""
-    import numpy as np
-
-    kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
-    keys = np.asarray(keys)
-    return {
-        "episodes": generator.get_state(),
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-        "python": random.getstate(),
-        "numpy": [kind, torch.from_numpy(keys.astype("int64")), pos, has_gauss, cached],
-    }
-
-
-def set_rng_state(generator: torch.Generator, state: dict[str, Any]) -> None:
-    """Restore what :func:`rng_state` captured."""
-    import numpy as np
-
-    generator.set_state(state["episodes"])
-    torch.set_rng_state(state["torch"])
-    if state.get("cuda") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    if "python" in state:
-        version, internal, gauss = state["python"]
-        random.setstate((version, tuple(internal), gauss))
-    if "numpy" in state:
-        kind, keys, pos, has_gauss, cached = state["numpy"]
-        np.random.set_state((kind, keys.numpy().astype("uint32"), pos, has_gauss, cached))
 
 
 @dataclass(frozen=True)
@@ -79,6 +47,7 @@ class TrainSettings:
         max_time: a time budget in seconds (``None``: none). Training stops at the first
             step that ends past it, as at the last step: it validates and checkpoints. The
             budget counts the run's time in :meth:`Trainer.fit` over all its resumes.
+        precision: ``"32"``, ``"bf16"`` or ``"16-mixed"`` (:mod:`metarun.engine.precision`).
     """
 
     iterations: int
@@ -89,6 +58,7 @@ class TrainSettings:
     grad_clip: float | None = None
     checkpoint_every: int | None = None
     max_time: float | None = None
+    precision: str = "32"
 
 
 #: Why training stopped (``summary.json`` ``stopped``).
@@ -149,6 +119,8 @@ class Trainer:
         self.checkpoint_dir, self.metrics = checkpoint_dir, metrics
         self.extra = checkpoint_extra or {}
         self.generator = torch.Generator().manual_seed(settings.seed)
+        device = next(algorithm.parameters()).device
+        self.precision = Precision(settings.precision, device, algorithm.second_order)
         self.scheduler = scheduler
         self.start_step = 1
         self.elapsed = 0.0  # training seconds of the processes before this one (resumes)
@@ -166,6 +138,7 @@ class Trainer:
         self.optimizer.load_state_dict(blob["optimizer"])
         if self.scheduler is not None and blob.get("scheduler") is not None:
             self.scheduler.load_state_dict(blob["scheduler"])
+        self.precision.load_state_dict(blob.get("scaler"))
         if blob.get("best"):
             b = dict(blob["best"])
             metric = self.algorithm.task_type.metric
@@ -273,19 +246,22 @@ class Trainer:
         # Buffers (batch-norm statistics) change in the forward pass: keep the last good
         # ones, so a non-finite step leaves nothing of itself behind.
         buffers = [(b, b.clone()) for b in self.algorithm.buffers()]
-        out = self.algorithm.meta_train_step(batch)
+        with self.precision.autocast():
+            out = self.algorithm.meta_train_step(batch)
         metric = self.algorithm.task_type.metric
         # the meta-batch's loss and metric: the mean of the ranks' (equal) shares
         loss, score = self.dist.mean(out.loss.detach().item(), out.metrics.get(metric, math.nan))
         self.optimizer.zero_grad(set_to_none=True)
         norm = math.nan
         if math.isfinite(loss):
-            out.loss.backward()
+            self.precision.backward(out.loss)
             self.dist.average_gradients(list(self.algorithm.parameters()))
+            self.precision.unscale(self.optimizer)
             clip = self.settings.grad_clip
             norm = float(torch.nn.utils.clip_grad_norm_(
                 self.algorithm.parameters(), clip if clip is not None else math.inf))
-        if not math.isfinite(loss) or not math.isfinite(norm):
+        overflow = self.precision.skips_overflow and math.isfinite(loss)  # the scaler's
+        if not math.isfinite(loss) or (not math.isfinite(norm) and not overflow):
             what, value = ("meta-loss", loss) if not math.isfinite(loss) \
                 else ("gradient norm", norm)
             self.optimizer.zero_grad(set_to_none=True)
@@ -296,7 +272,7 @@ class Trainer:
             raise NonFiniteLossError(f"the {what} is {value} at step {step}; stopped before "
                                      f"the update. {saved} holds the weights after step "
                                      f"{step - 1}")
-        self.optimizer.step()
+        self.precision.step(self.optimizer)
         self.dist.average_buffers(self.algorithm)
         if self.scheduler is not None:
             self.scheduler.step()
@@ -333,6 +309,7 @@ class Trainer:
             "algorithm": self.algorithm.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+            "scaler": self.precision.state_dict(),
             "val": None if val is None else val.as_dict(),
             "best": None if best is None else {"step": best[0], **best[1].as_dict()},
             "rng": states[0],
