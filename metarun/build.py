@@ -23,6 +23,7 @@ from metarun.algorithms.base import Algorithm
 from metarun.configs import ENSEMBLE_METHODS, LOCATION_KEYS, parse_duration, trusted_config
 from metarun.data.batches import ImageSampler, PairSampler
 from metarun.data.episodes import FixedEpisodes
+from metarun.engine import speed
 from metarun.engine.metrics import MetricsSink
 from metarun.engine.schedules import LENGTH_SCHEDULES, ScheduleSettings, make_schedule
 from metarun.engine.trainer import TrainSettings
@@ -104,6 +105,12 @@ def algorithm(cfg: DictConfig, data: Dataset, train_classes: int | None = None) 
     if not isinstance(built, Algorithm):
         raise TypeError(f"algo._target_ must build a metarun Algorithm; got {type(built)}")
     return built
+
+
+def speedups(cfg: DictConfig, learner: Algorithm) -> None:
+    """``train.channels_last`` and ``train.compile`` (:mod:`metarun.engine.speed`)."""
+    speed.apply(learner, bool(cfg.train.get("channels_last", False)),
+                cfg.train.get("compile", False) or False)
 
 
 def train_classes(sources: dict[Split, TaskSource]) -> int | None:

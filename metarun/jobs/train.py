@@ -156,6 +156,7 @@ def _build(cfg: DictConfig) -> _Built:
              " / ".join(sources[s].description for s in Split), t.ways, t.shots, t.queries,
              type(algorithm).__name__)
     algorithm.to(device)
+    build.speedups(cfg, algorithm)
     optimizer = build.optimizer(cfg, algorithm)
     return _Built(device, algorithm, classes, {
         "optimizer": optimizer, "sampler": sampler, "settings": build.train_settings(cfg),

@@ -119,3 +119,46 @@ def test_16_mixed_scales_the_loss_and_keeps_its_scaler_in_the_checkpoint(
     resumed.precision.load_state_dict(blob["scaler"])
     assert resumed.precision.scaler is not None
     assert resumed.precision.scaler.get_scale() == scale
+
+
+def _first_loss(algorithm: Algorithm, channels_last: bool = False,
+                compile_with: bool | str = False) -> float:
+    from metarun.engine import speed
+
+    speed.apply(algorithm, channels_last, compile_with)
+    return _trainer(algorithm, "32")._update(1)[0]
+
+
+def test_channels_last_keeps_the_loss_and_puts_conv_weights_in_nhwc() -> None:
+    torch.manual_seed(0)
+    plain = _first_loss(ProtoNet(Conv4((1, 28, 28), hidden=8)))
+    torch.manual_seed(0)
+    algorithm = ProtoNet(Conv4((1, 28, 28), hidden=8))
+    nhwc = _first_loss(algorithm, channels_last=True)
+    conv = next(p for p in algorithm.parameters() if p.dim() == 4 and p.shape[1] > 1)
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    assert nhwc == pytest.approx(plain, rel=1e-5)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: ProtoNet(Conv4((1, 28, 28), hidden=8)),
+    lambda: MAML(Conv4((1, 28, 28), hidden=8), 5, first_order=True),
+], ids=["protonet", "fomaml"])
+def test_compile_trains_first_order_and_metric_learners_as_before(
+        make: Callable[[], Algorithm]) -> None:
+    # aot_eager: torch.compile's graph capture and compiled autograd, without code generation
+    # (what inductor adds is a C++ compiler's work, minutes on this machine)
+    torch.manual_seed(0)
+    plain = _first_loss(make())
+    torch.manual_seed(0)
+    algorithm = make()
+    compiled = _first_loss(algorithm, compile_with="aot_eager")
+    assert compiled == pytest.approx(plain, rel=1e-5)
+    assert all(k.count("_orig_mod") == 0 for k in algorithm.state_dict())  # same keys
+
+
+def test_compile_refuses_second_order_in_one_line() -> None:
+    from metarun.engine import speed
+
+    with pytest.raises(ValueError, match="train.compile cannot train a second-order method"):
+        speed.apply(MAML(Conv4((1, 28, 28), hidden=8), 5), compile_with=True)
