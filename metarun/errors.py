@@ -21,7 +21,9 @@ rank's status.
 from __future__ import annotations
 
 import signal
+from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 from typing import ClassVar
 
 EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_NON_FINITE, EXIT_LOCKED, EXIT_PREEMPTED = (
@@ -91,17 +93,22 @@ class Preempted(BaseException):
     ``checkpoint``; before training (``step`` 0, no checkpoint) at once.
 
     Like ``KeyboardInterrupt`` it is not an ``Exception``: code that recovers from errors
-    (a cache that will not read is rebuilt) must not swallow a stop."""
+    (a cache that will not read is rebuilt) must not swallow a stop.
+
+    ``handover``: a scheduler's handler of the signal (submitit's requeue), for the command to
+    call once the run's summary says how it ended."""
 
     exit_status: ClassVar[int] = EXIT_PREEMPTED
 
-    def __init__(self, step: int, checkpoint: Path | None, signum: int) -> None:
+    def __init__(self, step: int, checkpoint: Path | None, signum: int,
+                 handover: Callable[[int, FrameType | None], object] | None = None) -> None:
         name = signal.Signals(signum).name
         super().__init__(f"stopped by {name} after step {step}; resume from {checkpoint}"
                          if checkpoint is not None else
                          f"stopped by {name} before training started; run the same command "
                          "again to start")
         self.step, self.checkpoint = step, checkpoint
+        self.signum, self.handover = signum, handover
 
 
 class PeerError(RuntimeError):

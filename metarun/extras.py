@@ -10,6 +10,8 @@ from metarun.errors import MissingExtraError
 EXTRAS = {
     "sweep": ("hydra_plugins.hydra_optuna_sweeper", "hparams_search (Hydra's Optuna sweeper)"),
     "joblib": ("hydra_plugins.hydra_joblib_launcher", "hydra/launcher=joblib"),
+    "slurm": ("hydra_plugins.hydra_submitit_launcher", "hydra/launcher=submitit_slurm "
+              "(Hydra's submitit launcher)"),
     "tensorboard": ("tensorboard", "logger=tensorboard"),
 }
 

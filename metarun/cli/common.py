@@ -96,7 +96,7 @@ def run_job(command: Command, cfg: DictConfig) -> float:
     from hydra.types import RunMode
 
     from metarun.errors import Preempted, RunCompletedError
-    from metarun.jobs.rundir import claimed
+    from metarun.jobs.rundir import claimed, record_failure
     from metarun.summary import objective, read_summary
 
     log = logging.getLogger("metarun")
@@ -110,6 +110,9 @@ def run_job(command: Command, cfg: DictConfig) -> float:
         return result.objective
     except (Exception, Preempted) as raised:
         e = unwrap(raised)
+        if isinstance(e, Preempted) and e.handover is not None:
+            log.warning("%s; handing the job back to its scheduler", e)
+            e.handover(e.signum, None)  # submitit: pickles the job, requeues it and exits
         status = exit_status(e)
         multirun = hydra_cfg.mode == RunMode.MULTIRUN
         if multirun and isinstance(e, RunCompletedError):
@@ -120,23 +123,13 @@ def run_job(command: Command, cfg: DictConfig) -> float:
             where = getattr(e, "directory", None) or Path(output_dir)
             FAILED_JOBS.setdefault(str(Path(where).resolve()), f"{type(e).__name__}: {e}")
             if claimed(where):
-                _record_failure(Path(where), e, command.prog)
+                record_failure(Path(where), e, command.prog)
             return float("nan")
         if status is None:
             raise
         # An expected failure: one line that says what to do, not a traceback.
         log.error("%s", e)
         sys.exit(status)
-
-
-def _record_failure(output_dir: Path, error: BaseException, command: str) -> None:
-    """Make sure a failed job's directory says so (a training run writes this itself once
-    training has started)."""
-    from metarun.summary import FAILED, write_summary
-
-    if not (output_dir / "summary.json").exists():
-        write_summary(output_dir, {"command": command, "status": FAILED,
-                                   "error": f"{type(error).__name__}: {error}"})
 
 
 #: Hydra's flags that take a value (``--cfg job``), and those after which Hydra does
@@ -282,7 +275,8 @@ def check_output_dir(argv: list[str]) -> str | None:
 
 #: Command-line choices that need an optional extra (metarun.extras).
 _NEEDS_EXTRA = (("hparams_search=", "sweep"), ("hydra/sweeper=optuna", "sweep"),
-                ("hydra/launcher=joblib", "joblib"), ("logger=tensorboard", "tensorboard"))
+                ("hydra/launcher=joblib", "joblib"), ("hydra/launcher=submitit", "slurm"),
+                ("logger=tensorboard", "tensorboard"))
 
 
 def check_extras(argv: list[str]) -> str | None:

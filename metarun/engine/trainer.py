@@ -218,7 +218,7 @@ class Trainer:
                     path = self.checkpoint_dir / "last.pt"
                     if not saved:
                         path = self._save("last.pt", step)
-                    raise Preempted(step, path, stop_signal)
+                    raise Preempted(step, path, stop_signal, stop.handover)
                 if last:
                     break
         if self.stopped == STOPPED_MAX_TIME:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from metarun.errors import OutputDirError
-from metarun.summary import describe, read_summary
+from metarun.summary import FAILED, describe, read_summary, write_summary
 
 #: Files and folders that only a job's own results put in a directory.
 RESULT_FILES = ("summary.json", "metrics.jsonl", "checkpoints", ".hydra")
@@ -114,3 +114,11 @@ class DeferredFileHandler(logging.FileHandler):
         if self._held is not None:
             self._held.clear()  # a refused job's records go nowhere (they were on the console)
         super().close()
+
+
+def record_failure(output_dir: Path, error: BaseException, command: str) -> None:
+    """Make sure a failed job's directory says so (a training run writes this itself once
+    training has started)."""
+    if not (output_dir / "summary.json").exists():
+        write_summary(output_dir, {"command": command, "status": FAILED,
+                                   "error": f"{type(error).__name__}: {error}"})

@@ -84,6 +84,7 @@ def test_tensorboard_gets_the_same_scalars_as_metrics_jsonl(tmp_path: Path) -> N
 @pytest.mark.parametrize("argv, extra", [
     (["-m", "hparams_search=maml"], "sweep"),
     (["-m", "hydra/launcher=joblib", "seed=0,1"], "joblib"),
+    (["-m", "hydra/launcher=submitit_slurm"], "slurm"),
     (["logger=tensorboard"], "tensorboard"),
 ])
 def test_a_missing_extra_says_what_to_install(monkeypatch: pytest.MonkeyPatch, argv: list[str],

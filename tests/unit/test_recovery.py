@@ -301,3 +301,26 @@ def test_a_resumed_runs_progress_counts_from_its_step(omniglot, tmp_path: Path, 
         now[0] = 102.0
         bar.update(6, 0.5, 0.5)
     assert "1.00 it/s  eta 0:00:00" in caplog.text
+
+
+def test_a_schedulers_signal_is_handled_only_when_the_scheduler_handles_it() -> None:
+    from metarun.engine.signals import StopRequest
+
+    calls: list[int] = []
+
+    def scheduler(signum, frame):  # type: ignore[no-untyped-def]
+        calls.append(signum)
+
+    before = signal.getsignal(signal.SIGUSR2)
+    try:
+        signal.signal(signal.SIGUSR2, signal.SIG_DFL)
+        with StopRequest() as stop:  # nobody handles SIGUSR2: metarun leaves it alone
+            assert signal.getsignal(signal.SIGUSR2) == signal.SIG_DFL
+        signal.signal(signal.SIGUSR2, scheduler)  # submitit's requeue handler
+        with StopRequest(at_once=True) as outer, StopRequest() as stop:
+            os.kill(os.getpid(), signal.SIGUSR2)
+            assert stop.signal == signal.SIGUSR2 and stop.handover is scheduler
+            assert outer.signal is None and calls == []  # not yet: after the checkpoint
+        assert signal.getsignal(signal.SIGUSR2) is scheduler  # restored
+    finally:
+        signal.signal(signal.SIGUSR2, before)
