@@ -158,6 +158,21 @@ class Algorithm(nn.Module, ABC):
         return [m for m in self.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
 
     @contextmanager
+    def vmap_safe_norms(self) -> Iterator[None]:
+        """Batch norm in the form that ``torch.func.vmap`` differentiates correctly, for the
+        duration: norms that offer it (``separate_affine``: the backbones' batch norm, see
+        ``metarun/backbones/norm.py``) apply their scale and shift outside the fused kernel;
+        outside the block they use the faster fused kernel."""
+        norms: list[Any] = [m for m in self.norms() if hasattr(m, "separate_affine")]
+        for m in norms:
+            m.separate_affine = True
+        try:
+            yield
+        finally:
+            for m in norms:
+                m.separate_affine = False
+
+    @contextmanager
     def running_stats_off(self) -> Iterator[None]:
         """Batch norm without reading or writing running statistics, for the duration: in
         training mode each forward pass normalises with its own batch statistics."""
