@@ -109,8 +109,7 @@ def algorithm(cfg: DictConfig, data: Dataset, train_classes: int | None = None) 
 
 def speedups(cfg: DictConfig, learner: Algorithm) -> None:
     """``train.channels_last`` and ``train.compile`` (:mod:`metarun.engine.speed`)."""
-    speed.apply(learner, bool(cfg.train.get("channels_last", False)),
-                cfg.train.get("compile", False) or False)
+    speed.apply(learner, bool(cfg.train.get("channels_last")), cfg.train.get("compile") or False)
 
 
 def train_classes(sources: dict[Split, TaskSource]) -> int | None:
