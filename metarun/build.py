@@ -11,6 +11,7 @@ no other module reads a ``DictConfig``.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,9 +24,9 @@ from metarun.algorithms.base import Algorithm
 from metarun.configs import ENSEMBLE_METHODS, LOCATION_KEYS, parse_duration, trusted_config
 from metarun.data.batches import ImageSampler, PairSampler
 from metarun.data.episodes import FixedEpisodes
-from metarun.engine import speed
+from metarun.engine import schedules, speed, trackers
 from metarun.engine.metrics import MetricsSink
-from metarun.engine.schedules import LENGTH_SCHEDULES, ScheduleSettings, make_schedule
+from metarun.engine.schedules import ScheduleSettings, make_schedule
 from metarun.engine.trainer import TrainSettings
 from metarun.types import (
     ClassSource,
@@ -175,20 +176,18 @@ def schedule(cfg: DictConfig,
 def budget_warning(cfg: DictConfig) -> str | None:
     """What to say when ``train.max_time`` may stop a schedule laid over the step count."""
     t = cfg.train
-    if t.get("max_time") is None or t.lr_schedule not in LENGTH_SCHEDULES:
-        return None
-    return (f"train.lr_schedule={t.lr_schedule} is laid over train.iterations = {t.iterations} "
-            "steps; if train.max_time stops the run sooner, the rate ends above train.min_lr "
-            "(set train.iterations to about the steps the budget allows)")
+    return schedules.budget_warning(t.lr_schedule, t.iterations, t.get("max_time"))
 
 
 def metric_sinks(cfg: DictConfig, run_dir: Path, resume_step: int | None) -> list[MetricsSink]:
-    """Where the metrics also go (``logger`` group); a resumed run's sink drops the points
-    after ``resume_step`` that the interrupted process wrote."""
-    if not cfg.get("logger"):
-        return []
-    return [instantiate(cfg.logger, run_dir=str(run_dir),
-                        purge_step=None if resume_step is None else resume_step + 1)]
+    """Where the metrics also go: one guarded sink per logger chosen (``logger`` group,
+    :mod:`metarun.engine.trackers`); a resumed run's sinks re-do the points after
+    ``resume_step``."""
+    args = {"run_dir": str(run_dir), "purge_step": None if resume_step is None else
+            resume_step + 1, "run_config": resolved(cfg), "_recursive_": False, "_convert_": "all"}
+    started = (trackers.start(name, functools.partial(instantiate, conf, **args))
+               for name, conf in (cfg.get("logger") or {}).items())
+    return [sink for sink in started if sink is not None]
 
 
 def plot(cfg: DictConfig) -> bool:

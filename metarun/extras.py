@@ -13,6 +13,8 @@ EXTRAS = {
     "slurm": ("hydra_plugins.hydra_submitit_launcher", "hydra/launcher=submitit_slurm "
               "(Hydra's submitit launcher)"),
     "tensorboard": ("tensorboard", "logger=tensorboard"),
+    "mlflow": ("mlflow", "logger=mlflow"),
+    "wandb": ("wandb", "logger=wandb"),
 }
 
 

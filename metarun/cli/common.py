@@ -276,7 +276,8 @@ def check_output_dir(argv: list[str]) -> str | None:
 #: Command-line choices that need an optional extra (metarun.extras).
 _NEEDS_EXTRA = (("hparams_search=", "sweep"), ("hydra/sweeper=optuna", "sweep"),
                 ("hydra/launcher=joblib", "joblib"), ("hydra/launcher=submitit", "slurm"),
-                ("logger=tensorboard", "tensorboard"))
+                ("logger=tensorboard", "tensorboard"), ("logger=mlflow", "mlflow"),
+                ("logger=wandb", "wandb"))
 
 
 def check_extras(argv: list[str]) -> str | None:
@@ -285,7 +286,10 @@ def check_extras(argv: list[str]) -> str | None:
     from metarun.extras import MissingExtraError, require
 
     multirun = any(a in ("-m", "--multirun") for a in argv)
-    for arg in argv:
+    # one choice each: logger=[tensorboard,mlflow] (several options) or a,b (a sweep)
+    choices = [f"{a.split('=', 1)[0]}={v}" for a in argv if "=" in a
+               for v in a.split("=", 1)[1].strip("[]").split(",")]
+    for arg in choices:
         for prefix, extra in _NEEDS_EXTRA:
             if arg.lstrip("+").startswith(prefix) and not arg.endswith("=null"):
                 try:

@@ -8,11 +8,12 @@ from typing import IO, Any, Protocol
 
 
 class MetricsSink(Protocol):
-    """Somewhere else the same points go (``logger=`` in the config), e.g. TensorBoard."""
+    """Somewhere else the same points go (``logger=`` in the config), e.g. TensorBoard;
+    ``close`` is told how the run ended (a summary status: ``completed``, ``failed``, ...)."""
 
     def write(self, step: int, split: str, values: dict[str, float]) -> None: ...
 
-    def close(self) -> None: ...
+    def close(self, status: str = "completed") -> None: ...
 
 
 class MetricsLog:
@@ -53,10 +54,13 @@ class MetricsLog:
         for sink in self.sinks:
             sink.write(step, split, numbers)
 
-    def close(self) -> None:
-        self._file.close()
+    def close(self, status: str = "completed") -> None:
+        """Close the file (if still open) and end every sink's run with ``status``."""
+        if not self._file.closed:
+            self._file.close()
         for sink in self.sinks:
-            sink.close()
+            sink.close(status)
+        self.sinks = []
 
 
 class TensorBoardSink:
@@ -70,7 +74,8 @@ class TensorBoardSink:
             after it that the interrupted process wrote.
     """
 
-    def __init__(self, log_dir: str, run_dir: str | Path, purge_step: int | None = None) -> None:
+    def __init__(self, log_dir: str, run_dir: str | Path, purge_step: int | None = None,
+                 run_config: dict[str, Any] | None = None) -> None:
         from metarun.extras import require
 
         require("tensorboard")
@@ -85,5 +90,5 @@ class TensorBoardSink:
                 self.writer.add_scalar(f"{split}/{name}", value, step)
         self.writer.flush()
 
-    def close(self) -> None:
+    def close(self, status: str = "completed") -> None:
         self.writer.close()

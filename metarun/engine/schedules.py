@@ -84,3 +84,12 @@ def make_schedule(optimizer: Optimizer, name: str,
         raise ValueError("train.lr_step_every must be at least 1 and train.lr_gamma in "
                          f"(0, 1]; got {settings.step_every}, {settings.gamma}")
     return SCHEDULES[name](optimizer, settings)
+
+
+def budget_warning(schedule: str, iterations: int, max_time: object) -> str | None:
+    """What to say when a time budget may stop a schedule laid over the step count."""
+    if max_time is None or schedule not in LENGTH_SCHEDULES:
+        return None
+    return (f"train.lr_schedule={schedule} is laid over train.iterations = {iterations} "
+            "steps; if train.max_time stops the run sooner, the rate ends above train.min_lr "
+            "(set train.iterations to about the steps the budget allows)")

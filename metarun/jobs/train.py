@@ -184,16 +184,17 @@ def _train(cfg: DictConfig, out: Path, config: dict[str, Any],
         seconds = time.perf_counter() - t0
         metrics.write(trained.best_step, "test", result.loss, seconds,
                       **{result.metric: result.score}, ci95=result.ci95)
-    finally:
-        metrics.close()
-        if build.plot(cfg):
-            _plot_curve(out)
+    except BaseException as e:
+        _finish(cfg, out, metrics, _status(e))
+        raise
+    _finish(cfg, out, metrics)
     about = build.info(cfg)
     summary = _completed_summary(about, algorithm, trained, result, built)
     summary.update(seconds=round(seconds, 2), device=str(built.device),
                    processes=peers.dist.world, threads=torch.get_num_threads(),
                    resumed_from_step=resume_step)
     write_summary(out, summary)
+    metrics.close(COMPLETED)  # after the summary: the trackers keep it
     peers.end(summary)
     task_type, ev = algorithm.task_type, about.eval_task
     log.info("test %s %s (95%% CI, %d episodes, %s; median %s, %d diverged)",
@@ -209,12 +210,27 @@ def _train(cfg: DictConfig, out: Path, config: dict[str, Any],
     return RunResult(summary=summary, output_dir=str(out))
 
 
+def _finish(cfg: DictConfig, out: Path, metrics: MetricsLog, status: str | None = None,
+            ) -> None:
+    """The learning curve; a failed run's metrics closed with its ``status`` (a completed
+    run's trackers are closed once its summary is written)."""
+    if status is not None:
+        metrics.close(status)
+    if build.plot(cfg):
+        _plot_curve(out)
+
+
+def _status(error: BaseException) -> str:
+    """The summary status of a run that ``error`` ended."""
+    return {Preempted: PREEMPTED, NonFiniteLossError: NON_FINITE}.get(type(error), FAILED)
+
+
 def _write_unfinished(out: Path, error: BaseException, seconds: float) -> None:
     """Nothing claims success: the summary says how the run ended, and whether running the
     same command again goes on from here (``resumable``): after a stop signal or another
     failure when a checkpoint loads (or, stopped before the first one, by starting over);
     never after a non-finite loss, which the same inputs would meet again."""
-    status = {Preempted: PREEMPTED, NonFiniteLossError: NON_FINITE}.get(type(error), FAILED)
+    status = _status(error)
     resumable = False
     if status != NON_FINITE:
         try:

@@ -86,6 +86,8 @@ def test_tensorboard_gets_the_same_scalars_as_metrics_jsonl(tmp_path: Path) -> N
     (["-m", "hydra/launcher=joblib", "seed=0,1"], "joblib"),
     (["-m", "hydra/launcher=submitit_slurm"], "slurm"),
     (["logger=tensorboard"], "tensorboard"),
+    (["logger=mlflow"], "mlflow"),
+    (["logger=[csv,wandb]"], "wandb"),  # several loggers at once
 ])
 def test_a_missing_extra_says_what_to_install(monkeypatch: pytest.MonkeyPatch, argv: list[str],
                                               extra: str) -> None:

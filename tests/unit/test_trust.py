@@ -38,6 +38,7 @@ def test_the_allowlist_is_every_target_of_the_config_files_at_its_place() -> Non
 @pytest.mark.parametrize("overrides", [
     [], ["algo=protonet"], ["data=sinusoid", "algo=mamlpp"], ["algo=baseline", "optim=sgd"],
     ["experiment=maml_omniglot_20w1s"], ["logger=tensorboard"],
+    ["logger=[tensorboard,csv,mlflow,wandb]"],
 ])
 def test_every_config_metarun_composes_is_trusted(overrides: list[str]) -> None:
     check_stored_config(_resolved(*overrides), "run")
