@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -55,10 +56,12 @@ def launch(nproc: int, overrides: list[str], run_dir: Path) -> RunResult:
                           shutdown_timeout=SHUTDOWN_SECONDS)
     args = ["-m", "metarun", *[o for o in overrides if not o.startswith("hydra.run.dir=")],
             f"hydra.run.dir={run_dir}"]
+    started = time.time()
     try:
         with _threads_per_process(nproc):
             elastic_launch(config, sys.executable)(*args)
     except (ChildFailedError, SignalException) as e:
+        _record_if_killed(run_dir, started, e)
         summary = read_summary(run_dir) or {}
         status = EXIT_PREEMPTED if summary.get("status") == PREEMPTED else _status(e)
         why = summary.get("error") or f"{type(e).__name__}: {e}".splitlines()[0]
@@ -68,6 +71,31 @@ def launch(nproc: int, overrides: list[str], run_dir: Path) -> RunResult:
         raise PeerError(f"the {nproc} training processes ended without a completed run in "
                         f"{run_dir}")
     return RunResult(summary=summary, output_dir=str(run_dir))
+
+
+def _record_if_killed(run_dir: Path, started: float, error: Exception) -> None:
+    """When rank 0 had claimed the directory in this launch (its ``.hydra/`` is new) but was
+    stopped before it could say how the run ended (the launcher kills what has not stopped
+    30 s after another rank failed), the summary says so here: nothing claims success, and a
+    checkpoint is resumable."""
+    from metarun.jobs.train import write_unfinished
+
+    def fresh(path: Path) -> bool:
+        return path.exists() and path.stat().st_mtime >= started - 1  # coarse clocks
+
+    if fresh(run_dir / ".hydra" / "config.yaml") and not fresh(run_dir / "summary.json"):
+        write_unfinished(run_dir, PeerError(f"a training process was stopped: "
+                                            f"{_describe(error)}"), time.time() - started)
+
+
+def _describe(error: Exception) -> str:
+    """How each failed rank ended (``rank 1: killed by SIGKILL``), or the error's first line."""
+    import signal
+
+    ends = [f"rank {rank}: " + (f"killed by {signal.Signals(-f.exitcode).name}"
+                                if f.exitcode < 0 else f"exit status {f.exitcode}")
+            for rank, f in sorted((getattr(error, "failures", None) or {}).items())]
+    return ", ".join(ends) or f"{type(error).__name__}: {error}".splitlines()[0]
 
 
 def _status(error: Exception) -> int:

@@ -106,9 +106,9 @@ class Peers:
         """Rank 0, failing: tell the others, where they wait for a word from it."""
         if not self.dist.is_main or self.dist.world == 1:
             return
-        if self.phase == "before":
-            self.dist.from_main(lambda: _refusal(error))
-        elif self.phase == "trained" or (self.phase == "built" and isinstance(error, AGREED)):
+        waiting = self.phase in ("before", "trained") or (
+            self.phase == "built" and isinstance(error, AGREED))  # the others stop there too
+        if waiting:
             self.dist.from_main(lambda: _refusal(error))
 
     def _raise_if_refused(self, message: _Message) -> None:

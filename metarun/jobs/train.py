@@ -102,7 +102,7 @@ def _lead(cfg: DictConfig, output_dir: Path, peers: Peers) -> RunResult:
                 peers.start(out, resume)
                 return _train(cfg, out, config, resume, t0, peers)
         except BaseException as e:
-            _write_unfinished(out, e, time.perf_counter() - t0)
+            write_unfinished(out, e, time.perf_counter() - t0)
             raise
 
 
@@ -225,7 +225,7 @@ def _status(error: BaseException) -> str:
     return {Preempted: PREEMPTED, NonFiniteLossError: NON_FINITE}.get(type(error), FAILED)
 
 
-def _write_unfinished(out: Path, error: BaseException, seconds: float) -> None:
+def write_unfinished(out: Path, error: BaseException, seconds: float) -> None:
     """Nothing claims success: the summary says how the run ended, and whether running the
     same command again goes on from here (``resumable``): after a stop signal or another
     failure when a checkpoint loads (or, stopped before the first one, by starting over);

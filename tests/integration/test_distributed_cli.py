@@ -154,15 +154,19 @@ def test_sigterm_to_one_rank_or_the_launcher_stops_both_at_one_step(
 
 
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs /proc")
-def test_a_rank_that_dies_makes_the_run_fail_not_hang(dist_env: dict[str, str],
+@pytest.mark.parametrize("rank", [1, 0])
+def test_a_rank_that_dies_makes_the_run_fail_not_hang(rank: int, dist_env: dict[str, str],
                                                       tmp_path: Path) -> None:
+    """Rank 1 killed: rank 0 records the failure. Rank 0 killed (or stopped by the launcher
+    before it could write): the launching process records it."""
     run_dir = tmp_path / "run"
     proc = _start_long(dist_env, tmp_path, run_dir)
     _wait_for_checkpoint(run_dir, proc)
-    os.kill(_rank_pid(dist_env["METARUN_TEST_MARK"], 1), signal.SIGKILL)
+    os.kill(_rank_pid(dist_env["METARUN_TEST_MARK"], rank), signal.SIGKILL)
     out, err = proc.communicate(timeout=150)
     assert proc.returncode not in (0, None), err[-3000:]
     assert "Traceback" not in err, err[-3000:]  # an expected failure: lines, not a trace
     assert "training processes stopped" in out + err
+    assert (run_dir / "summary.json").exists(), (out + err)[-4000:]
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] in ("failed", "preempted") and summary["resumable"], summary
