@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 TINY = ["train.iterations=4", "train.meta_batch=2", "train.eval_every=2", "train.log_every=2",
@@ -34,3 +35,20 @@ def metarun(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 30
             name: str = "metarun") -> subprocess.CompletedProcess[str]:
     return subprocess.run([*command(name), *args], env=env, cwd=cwd, capture_output=True,
                           text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def pid_with_environment(*entries: str, timeout: float = 60) -> int:
+    """The pid of a process whose environment holds every ``KEY=value`` of ``entries`` (a
+    test's mark and, say, ``RANK=1``), waiting up to ``timeout`` seconds for it to start."""
+    wanted = [e.encode() for e in entries]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for entry in Path("/proc").iterdir():
+            try:
+                environ = (entry / "environ").read_bytes().split(b"\0")
+            except (OSError, ValueError):
+                continue
+            if all(w in environ for w in wanted):
+                return int(entry.name)
+        time.sleep(0.1)
+    raise AssertionError(f"no process with {' '.join(entries)} within {timeout} s")

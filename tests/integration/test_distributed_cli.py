@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from metarun.engine.checkpoint import load_checkpoint
-from tests.integration.cli import metarun, metarun_command
+from tests.integration.cli import metarun, metarun_command, pid_with_environment
 
 SINE = ["data=sinusoid", "device=cpu", "train.meta_batch=4", "train.eval_every=3",
         "train.log_every=1", "eval.val_episodes=8", "eval.test_episodes=8", "train.plot=false"]
@@ -104,20 +104,9 @@ def test_a_two_process_run_resumes_exactly_in_two_processes_or_one(
         assert json.loads((resumed / "summary.json").read_text())["resumed_from_step"] == 6
 
 
-def _rank_pid(mark: str, rank: int, timeout: float = 60) -> int:
+def _rank_pid(mark: str, rank: int) -> int:
     """The pid of this test's process of ``rank`` (found by its environment)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for entry in Path("/proc").iterdir():
-            try:
-                environ = (entry / "environ").read_bytes().split(b"\0")
-            except (OSError, ValueError):
-                continue
-            if f"METARUN_TEST_MARK={mark}".encode() in environ and \
-                    f"RANK={rank}".encode() in environ:
-                return int(entry.name)
-        time.sleep(0.1)
-    raise AssertionError(f"no process of rank {rank}")
+    return pid_with_environment(f"METARUN_TEST_MARK={mark}", f"RANK={rank}")
 
 
 def _start_long(env: dict[str, str], cwd: Path, run_dir: Path) -> subprocess.Popen[str]:

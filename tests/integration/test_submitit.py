@@ -16,29 +16,13 @@ import pytest
 import torch
 
 from metarun.engine.checkpoint import load_checkpoint
-from tests.integration.cli import metarun, metarun_command
+from tests.integration.cli import metarun, metarun_command, pid_with_environment
 
 pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
 
 RUN = ["data=sinusoid", "device=cpu", "train.iterations=1500", "train.eval_every=500",
        "train.checkpoint_every=25", "train.log_every=100", "eval.val_episodes=8",
        "eval.test_episodes=8", "train.plot=false"]
-
-
-def _task_pid(mark: str, timeout: float = 120) -> int:
-    """The pid of the submitit task that carries ``mark`` in its environment."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for entry in Path("/proc").iterdir():
-            try:
-                environ = (entry / "environ").read_bytes().split(b"\0")
-            except (OSError, ValueError):
-                continue
-            if f"METARUN_TEST_MARK={mark}".encode() in environ and \
-                    b"SUBMITIT_LOCAL_GLOBALID=0" in environ:
-                return int(entry.name)
-        time.sleep(0.1)
-    raise AssertionError("the submitit task did not start")
 
 
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs /proc")
@@ -54,7 +38,8 @@ def test_a_preempted_submitit_job_is_requeued_and_resumes_exactly(env: dict[str,
                              f"hydra.sweep.dir={sweep}"], env={**env, "METARUN_TEST_MARK": mark},
                             cwd=tmp_path, text=True, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
-    pid = _task_pid(mark)
+    pid = pid_with_environment(f"METARUN_TEST_MARK={mark}", "SUBMITIT_LOCAL_GLOBALID=0",
+                               timeout=120)  # the submitit task
     last = sweep / "0" / "checkpoints" / "last.pt"
     deadline = time.monotonic() + 120
     while not last.exists():  # training has started
