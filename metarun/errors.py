@@ -88,6 +88,17 @@ class NonFiniteLossError(MetarunError, RuntimeError):
     exit_status = EXIT_NON_FINITE
 
 
+class Pruned(MetarunError, RuntimeError):
+    """An Optuna search's pruner stopped this trial's run after a validation (its summary says
+    ``pruned``; the search goes on)."""
+
+    exit_status = EXIT_OK
+
+    def __init__(self, step: int, what: str) -> None:
+        super().__init__(f"pruned by the search after the validation of step {step} ({what})")
+        self.step = step
+
+
 class Preempted(BaseException):
     """A SIGTERM or SIGINT stopped the run: in training at a step boundary, after writing
     ``checkpoint``; before training (``step`` 0, no checkpoint) at once.

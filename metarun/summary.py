@@ -27,8 +27,10 @@ TRAIN, EVAL = "metarun", "metarun-eval"
 COMMANDS = (TRAIN, EVAL)
 
 COMPLETED, FAILED, PREEMPTED, NON_FINITE = "completed", "failed", "preempted", "non_finite"
+#: A trial of an Optuna search that its pruner stopped early (not a failure).
+PRUNED = "pruned"
 #: How a job can end (``summary.json`` ``status``).
-STATUSES = (COMPLETED, FAILED, PREEMPTED, NON_FINITE)
+STATUSES = (COMPLETED, FAILED, PREEMPTED, NON_FINITE, PRUNED)
 #: What the report says of a run directory without a readable final summary: its lock is
 #: held (``running``), it was killed (``unfinished``), or its summary is not a training run's
 #: although the directory holds a training run's files (``damaged``).

@@ -26,6 +26,7 @@ from metarun.cli.ranks import check_launcher, follower_args
 from metarun.cli.sweep import FAILED_JOBS, register_resolvers
 from metarun.configs import config_dir
 from metarun.errors import EXIT_BAD_INPUT, EXIT_ERROR, EXIT_PREEMPTED, exit_status
+from metarun.extras import check_extras
 from metarun.summary import RunResult
 
 register_resolvers()  # before Hydra composes a config
@@ -95,7 +96,7 @@ def run_job(command: Command, cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from metarun.errors import Preempted, RunCompletedError
+    from metarun.errors import Preempted, Pruned, RunCompletedError
     from metarun.jobs.rundir import claimed, record_failure
     from metarun.summary import objective, read_summary
 
@@ -115,6 +116,9 @@ def run_job(command: Command, cfg: DictConfig) -> float:
             e.handover(e.signum, None)  # submitit: pickles the job, requeues it and exits
         status = exit_status(e)
         multirun = hydra_cfg.mode == RunMode.MULTIRUN
+        if isinstance(e, Pruned):  # a search's trial, stopped as its pruner said: no failure
+            log.info("job %s %s", hydra_cfg.job.num, e)
+            return float("nan")
         if multirun and isinstance(e, RunCompletedError):
             log.info("job %s already completed; skipped", hydra_cfg.job.num)
             return objective(read_summary(e.directory) or {})
@@ -159,18 +163,19 @@ def _split_argv(argv: list[str]) -> tuple[set[str], list[str]] | None:
     return flags, overrides
 
 
-def _jobs(overrides: list[str], multirun: bool) -> tuple[list[list[str]] | None, list[str]]:
+def _jobs(overrides: list[str], multirun: bool) -> tuple[list[list[str]], list[str]]:
     """The overrides of every job the command line starts (a basic sweep's product) and the
-    swept keys; ``None`` for a sweep that another sweeper (Optuna) expands."""
+    swept keys; for an Optuna search, which draws the swept values itself, one job of the
+    other overrides."""
     if not multirun:
         return [overrides], []
-    if any(o.lstrip("+").startswith(("hparams_search=", "hydra/sweeper=")) for o in overrides):
-        return None, []
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     parsed = OverridesParser.create().parse_overrides(overrides)
     swept = [o.get_key_element() for o in parsed if o.is_sweep_override()]
+    if any(o.lstrip("+").startswith(("hparams_search=", "hydra/sweeper=")) for o in overrides):
+        return [[str(o.input_line) for o in parsed if not o.is_sweep_override()]], []
     return BasicSweeper.split_arguments(parsed, None)[0], swept
 
 
@@ -196,10 +201,8 @@ def check_overrides(argv: list[str], config_name: str = "config") -> str | None:
         return " ".join(str(e).split())
     from hydra import initialize_config_dir
 
-    # An Optuna search draws its values itself: check the rest of its command line once.
-    check = jobs or [[o for o in overrides if "," not in o]]
     with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        for i, job in enumerate(check):
+        for i, job in enumerate(jobs):
             problem = _check_job(job, config_name, check_values=not flags & {"--cfg", "-c"})
             if problem:
                 values = [o for o in job if o.split("=", 1)[0] in swept]
@@ -270,34 +273,6 @@ def check_output_dir(argv: list[str]) -> str | None:
             return f"{key} = {value} cannot be created: Not a directory ({existing})"
         if not os.access(existing, os.W_OK):
             return f"{key} = {value} is not writable"
-    return None
-
-
-#: Command-line choices that need an optional extra (metarun.extras).
-_NEEDS_EXTRA = (("hparams_search=", "sweep"), ("hydra/sweeper=optuna", "sweep"),
-                ("hydra/launcher=joblib", "joblib"), ("hydra/launcher=submitit", "slurm"),
-                ("logger=tensorboard", "tensorboard"), ("logger=mlflow", "mlflow"),
-                ("logger=wandb", "wandb"))
-
-
-def check_extras(argv: list[str]) -> str | None:
-    """An error line when the command line asks for an optional feature that is not installed,
-    or for an Optuna search without ``-m``."""
-    from metarun.extras import MissingExtraError, require
-
-    multirun = any(a in ("-m", "--multirun") for a in argv)
-    # one choice each: logger=[tensorboard,mlflow] (several options) or a,b (a sweep)
-    choices = [f"{a.split('=', 1)[0]}={v}" for a in argv if "=" in a
-               for v in a.split("=", 1)[1].strip("[]").split(",")]
-    for arg in choices:
-        for prefix, extra in _NEEDS_EXTRA:
-            if arg.lstrip("+").startswith(prefix) and not arg.endswith("=null"):
-                try:
-                    require(extra)
-                except MissingExtraError as e:
-                    return str(e)
-                if extra == "sweep" and not multirun:
-                    return f"{arg} runs an Optuna search over many runs: add -m (--multirun)"
     return None
 
 

@@ -62,7 +62,7 @@ class SweepReport(Callback):
             log.warning("could not read the sweep's runs in %s: %s", sweep_dir, e)
             return
         for r in runs:
-            if not r.completed:
+            if r.failed:  # a pruned trial ended as its search meant
                 FAILED_JOBS.setdefault(str(r.path), r.status + (f": {r.error}" if r.error
                                                                 else ""))
         if not self.enabled or not runs:
@@ -77,3 +77,18 @@ class SweepReport(Callback):
             log.info("sweep report: %s", ", ".join(str(p) for p in written.values()))
         except Exception as e:  # noqa: BLE001 - a report must never fail the sweep
             log.warning("could not write the sweep report in %s: %s", sweep_dir, e)
+        self._study(sweep_dir)
+
+    @staticmethod
+    def _study(sweep_dir: Path) -> None:
+        """An Optuna search's study report, beside the sweep's."""
+        from metarun.report.study import report_study, study_of_sweep
+
+        found = study_of_sweep(sweep_dir)
+        if found is None:
+            return
+        try:
+            written = report_study(*found, sweep_dir)
+            log.info("study report: %s", ", ".join(str(p) for p in written.values()))
+        except Exception as e:  # noqa: BLE001 - a report must never fail the sweep
+            log.warning("could not write the study report in %s: %s", sweep_dir, e)

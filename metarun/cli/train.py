@@ -8,15 +8,16 @@ from omegaconf import DictConfig
 
 from metarun.cli.common import Command
 from metarun.cli.common import main as run_command
+from metarun.search.trial import reporter
 from metarun.summary import RunResult
 
 
 def _job(cfg: DictConfig, output_dir: str) -> RunResult:
+    from hydra.core.hydra_config import HydraConfig
+
     from metarun.engine.distributed import env_world_size
 
     if cfg.dist.nproc > 1 and env_world_size() == 1:  # start the processes (not under torchrun)
-        from hydra.core.hydra_config import HydraConfig
-
         from metarun import build
         from metarun.jobs.launch import launch
 
@@ -24,7 +25,8 @@ def _job(cfg: DictConfig, output_dir: str) -> RunResult:
         return launch(cfg.dist.nproc, list(HydraConfig.get().overrides.task), Path(run_dir))
     from metarun.jobs.train import run
 
-    return run(cfg, output_dir)
+    # a trial of metarun's Optuna search reports its validations (None otherwise)
+    return run(cfg, output_dir, prune=reporter(HydraConfig.get(), output_dir))
 
 
 COMMAND = Command(prog="metarun", config_name="config", job=_job)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from metarun.engine.metrics import MetricsLog
 from metarun.engine.precision import Precision
 from metarun.engine.progress import TrainProgress
 from metarun.engine.signals import StopRequest
-from metarun.errors import NonFiniteLossError, Preempted
+from metarun.errors import NonFiniteLossError, Preempted, Pruned
 from metarun.types import EvalResult, TrainSampler
 
 log = logging.getLogger("metarun")
@@ -97,6 +98,9 @@ class Trainer:
             the uninterrupted run's. Without random states (an older checkpoint) it continues
             with fresh ones, and says so. A checkpoint of the last step leaves nothing to
             train: :meth:`fit` returns its best result at once.
+        prune: called after each validation with its step and score; ``True`` stops the
+            run there, unless it was the last (:class:`~metarun.errors.Pruned`): an Optuna
+            search's trial (``metarun.search.trial``). Rank 0's alone.
         dist: this process's place in a data-parallel run
             (:mod:`metarun.engine.distributed`): each rank trains on its share of every
             meta-batch, the gradients are averaged, rank 0 alone validates (the others receive
@@ -111,9 +115,11 @@ class Trainer:
                  checkpoint_dir: Path, metrics: MetricsLog | None,
                  scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
                  checkpoint_extra: dict[str, Any] | None = None,
-                 resume: dict[str, Any] | None = None, dist: Dist | None = None) -> None:
+                 resume: dict[str, Any] | None = None, dist: Dist | None = None,
+                 prune: Callable[[int, float], bool] | None = None) -> None:
         self.algorithm, self.optimizer, self.sampler = algorithm, optimizer, sampler
         self.dist = dist or Dist()
+        self.prune = prune
         self.val_episodes, self.settings = val_episodes, settings
         self.iterations = settings.iterations
         self.checkpoint_dir, self.metrics = checkpoint_dir, metrics
@@ -210,7 +216,9 @@ class Trainer:
                     window.clear()
                 saved = step % every.eval_every == 0 or last
                 if saved:
-                    self._validate(step, time.perf_counter() - t0)
+                    val = self._validate(step, time.perf_counter() - t0)
+                    if self.prune is not None and self.prune(step, val.score) and not last:
+                        raise Pruned(step, f"val {task_type.metric} {val.score:.6g}")
                 elif every.checkpoint_every and step % every.checkpoint_every == 0:
                     self._save("last.pt", step)
                     saved = True
@@ -278,7 +286,7 @@ class Trainer:
             self.scheduler.step()
         return loss, score
 
-    def _validate(self, step: int, seconds: float) -> None:
+    def _validate(self, step: int, seconds: float) -> EvalResult:
         """Score the validation episodes; checkpoint ``last.pt`` and, if better, ``best.pt``."""
         task_type = self.algorithm.task_type
         val = self.dist.from_main(lambda: evaluate(self.algorithm, self.val_episodes))
@@ -295,6 +303,7 @@ class Trainer:
             self.best = (step, val)
             self._save("best.pt", step, val)
         self._save("last.pt", step, val)
+        return val
 
     def _save(self, name: str, step: int, val: EvalResult | None = None) -> Path:
         """Write a checkpoint (rank 0; every rank takes part, to hand over its random

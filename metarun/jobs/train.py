@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ from metarun.errors import (
     NonFiniteLossError,
     PeerError,
     Preempted,
+    Pruned,
     RunCompletedError,
     RunLockedError,
 )
@@ -42,6 +44,7 @@ from metarun.summary import (
     FAILED,
     NON_FINITE,
     PREEMPTED,
+    PRUNED,
     TRAIN,
     RunResult,
     paper_section,
@@ -53,7 +56,8 @@ from metarun.validate import check_world, validate_config
 
 log = logging.getLogger("metarun")
 
-def run(cfg: DictConfig, output_dir: str | Path) -> RunResult:
+def run(cfg: DictConfig, output_dir: str | Path,
+        prune: Callable[[int, float], bool] | None = None) -> RunResult:
     """Meta-train and meta-test as ``cfg`` says; write everything under ``output_dir``.
 
     Writes ``metrics.jsonl``, ``checkpoints/best.pt``, ``checkpoints/last.pt`` and, last,
@@ -67,18 +71,22 @@ def run(cfg: DictConfig, output_dir: str | Path) -> RunResult:
     In a data-parallel run (started by torchrun or ``dist.nproc``) rank 0 does all of this,
     in its own ``output_dir``; the other ranks train their shares beside it
     (:mod:`metarun.jobs.peers`) and return its summary.
+
+    ``prune``: an Optuna search's trial (:class:`~metarun.engine.trainer.Trainer`'s); a run
+    it stops ends ``pruned``, untested.
     """
     peers = Peers(join(cfg))
     if not peers.dist.is_main:
         return _follow(cfg, peers)
     try:
-        return _lead(cfg, Path(output_dir), peers)
+        return _lead(cfg, Path(output_dir), peers, prune)
     except BaseException as e:
         peers.abort(e)
         raise
 
 
-def _lead(cfg: DictConfig, output_dir: Path, peers: Peers) -> RunResult:
+def _lead(cfg: DictConfig, output_dir: Path, peers: Peers,
+          prune: Callable[[int, float], bool] | None) -> RunResult:
     resume_dir = build.resume_dir(cfg)
     out = Path(resume_dir).expanduser() if resume_dir else output_dir
     if resume_dir and not out.is_dir():
@@ -100,7 +108,7 @@ def _lead(cfg: DictConfig, output_dir: Path, peers: Peers) -> RunResult:
                 validate_config(cfg)
                 check_world(cfg, peers.dist.world)
                 peers.start(out, resume)
-                return _train(cfg, out, config, resume, t0, peers)
+                return _train(cfg, out, config, resume, t0, peers, prune)
         except BaseException as e:
             write_unfinished(out, e, time.perf_counter() - t0)
             raise
@@ -164,7 +172,8 @@ def _build(cfg: DictConfig) -> _Built:
 
 
 def _train(cfg: DictConfig, out: Path, config: dict[str, Any],
-           resume: dict[str, Any] | None, t0: float, peers: Peers) -> RunResult:
+           resume: dict[str, Any] | None, t0: float, peers: Peers,
+           prune: Callable[[int, float], bool] | None) -> RunResult:
     built = peers.build(lambda: _build(cfg))
     algorithm = built.algorithm
     resume_step = None if resume is None else int(resume["step"])
@@ -172,7 +181,7 @@ def _train(cfg: DictConfig, out: Path, config: dict[str, Any],
                          sinks=build.metric_sinks(cfg, out, resume_step))
     try:
         trainer = Trainer(algorithm, val_episodes=built.val, checkpoint_dir=out / "checkpoints",
-                          metrics=metrics, resume=resume, dist=peers.dist,
+                          metrics=metrics, resume=resume, dist=peers.dist, prune=prune,
                           **built.trainer_inputs,
                           checkpoint_extra={"config": config,
                                             "train_classes": built.train_classes})
@@ -222,7 +231,8 @@ def _finish(cfg: DictConfig, out: Path, metrics: MetricsLog, status: str | None 
 
 def _status(error: BaseException) -> str:
     """The summary status of a run that ``error`` ended."""
-    return {Preempted: PREEMPTED, NonFiniteLossError: NON_FINITE}.get(type(error), FAILED)
+    return {Preempted: PREEMPTED, NonFiniteLossError: NON_FINITE, Pruned: PRUNED}.get(
+        type(error), FAILED)
 
 
 def write_unfinished(out: Path, error: BaseException, seconds: float) -> None:

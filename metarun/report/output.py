@@ -12,9 +12,10 @@ from metarun.report.table import (
     group_table,
     markdown_table,
     run_table,
+    shown_rows,
     write_csv,
 )
-from metarun.summary import COMPLETED
+from metarun.summary import COMPLETED, PRUNED
 from metarun.tasktypes import BY_METRIC
 
 PREFERRED_X = ("task.shots", "task.ways", "train.iterations")
@@ -60,10 +61,19 @@ def draw_comparison(report: Report, x: str, out: Path) -> Path | None:
                            title=f"{y} ({bars})", percent=bool(task_type and task_type.percent))
 
 
-def print_report(report: Report, title: str) -> None:
-    """The run table (runs that did not complete in red) and, when seeds were aggregated,
-    the grouped table."""
-    _print_table(title, *run_table(report), statuses=[r.run.status for r in report.rows])
+#: Rows a run table shows before it folds (the rest are in report.csv).
+TOP = 25
+
+
+def print_report(report: Report, title: str, top: int | None = TOP) -> None:
+    """The run table (runs that did not complete in red; the ``top`` by score when there are
+    more) and, when seeds were aggregated, the grouped table."""
+    header, body = run_table(report)
+    shown, hidden = shown_rows(report, top)
+    _print_table(title + (f" (the {top} best by validation score)" if hidden else ""), header,
+                 [body[i] for i in shown], statuses=[report.rows[i].run.status for i in shown])
+    if hidden:
+        print(f"... and {hidden} more runs: every run is in report.csv")
     if report.aggregates:
         _print_table(f"grouped by {', '.join(report.by)}: mean ± sd of per-seed test means",
                      *group_table(report))
@@ -78,26 +88,32 @@ def _print_table(title: str, header: list[str], body: list[list[str]],
     for column in header:
         table.add_column(column, overflow="fold")
     for i, cells in enumerate(body):
-        bad = statuses is not None and statuses[i] != COMPLETED
+        bad = statuses is not None and statuses[i] not in (COMPLETED, PRUNED)
         table.add_row(*cells, style="red" if bad else None)
     # A pipe or a CI log gets the table's full width rather than 80 columns.
     Console(width=None if sys.stdout.isatty() else 240).print(table)
 
 
 def write_report(report: Report, out: Path, x: str | None = None,
-                 plot: bool = True) -> dict[str, Path]:
-    """Write ``report.csv``, ``report.md`` and, when there are groups, ``groups.csv`` and
-    ``comparison.png`` to ``out``; return what was written."""
+                 plot: bool = True, top: int | None = TOP) -> dict[str, Path]:
+    """Write ``report.csv`` (every run), ``report.md`` (the ``top`` by score when there are
+    more) and, when there are groups, ``groups.csv`` and ``comparison.png`` to ``out``; return
+    what was written."""
     out.mkdir(parents=True, exist_ok=True)
     written = {"csv": out / "report.csv", "md": out / "report.md"}
     write_csv(written["csv"], [r.as_dict() for r in report.rows])
-    parts = ["# metarun report\n\n", markdown_table(*run_table(report))]
+    header, body = run_table(report)
+    shown, hidden = shown_rows(report, top)
+    parts = ["# metarun report\n\n", markdown_table(header, [body[i] for i in shown])]
+    if hidden:
+        parts.append(f"\nThe {top} best runs by validation score; {hidden} more are in "
+                     "`report.csv`.\n")
     if report.aggregates:
         written["groups"] = out / "groups.csv"
         write_csv(written["groups"], [g.as_dict() for g in report.groups])
         parts += [f"\n## Grouped by {', '.join(report.by)} (seeds aggregated)\n\n",
                   markdown_table(*group_table(report))]
-    failed = [r for r in report.rows if not r.run.completed]
+    failed = [r for r in report.rows if r.run.failed]  # pruned trials ended as meant
     if failed:
         parts.append("\n## Runs that did not complete\n\n")
         parts += [f"- `{r.name}`: {r.run.status}" + (f": {r.run.error}" if r.run.error else "")

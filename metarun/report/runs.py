@@ -12,6 +12,8 @@ from metarun.engine.lock import is_locked
 from metarun.summary import (
     COMPLETED,
     DAMAGED,
+    EVAL,
+    PRUNED,
     RUNNING,
     TRAIN,
     UNFINISHED,
@@ -31,8 +33,8 @@ class RunRecord:
 
     Attributes:
         path: the run directory.
-        status: ``completed``, ``failed``, ``preempted``, ``non_finite``, ``running``,
-            ``unfinished`` or ``damaged``.
+        status: ``completed``, ``failed``, ``preempted``, ``non_finite``, ``pruned``,
+            ``running``, ``unfinished`` or ``damaged``.
         overrides: the command-line overrides it was started with (``.hydra/overrides.yaml``),
             as ``key -> value`` strings.
         summary: ``summary.json``, or an empty dict.
@@ -50,20 +52,31 @@ class RunRecord:
         return self.status == COMPLETED
 
     @property
+    def failed(self) -> bool:
+        """Whether it ended otherwise than meant: not completed, and not a search trial that
+        the search's pruner stopped (``pruned``)."""
+        return self.status not in (COMPLETED, PRUNED)
+
+    @property
+    def trained(self) -> bool:
+        """Whether it is a training run, not a ``metarun-eval`` job."""
+        return command_of_dir(self.path, self.summary) != EVAL
+
+    @property
     def error(self) -> str:
         return str(self.summary.get("error", ""))
 
 
 def is_run_dir(path: Path, summary: dict[str, Any] | None | object = _UNREAD) -> bool:
-    """A metarun training run (:func:`~metarun.summary.command_of_dir`), or a directory whose
-    ``summary.json`` is damaged (shown as such, never dropped). ``metarun-eval`` outputs are
-    not runs. ``summary``: its :func:`~metarun.summary.read_summary`, when already read."""
+    """A metarun training run or ``metarun-eval`` job (:func:`~metarun.summary.command_of_dir`),
+    or a directory whose ``summary.json`` is damaged (shown as such, never dropped).
+    ``summary``: its :func:`~metarun.summary.read_summary`, when already read."""
     if summary is _UNREAD:
         summary = read_summary(path)
     if summary is None:
         return True
     assert isinstance(summary, dict)
-    return command_of_dir(path, summary) == TRAIN
+    return command_of_dir(path, summary) in (TRAIN, EVAL)
 
 
 def find_runs(roots: list[str | Path]) -> list[RunRecord]:
@@ -107,8 +120,9 @@ def read_run(path: Path, summary: dict[str, Any] | None | object = _UNREAD) -> R
         summary, status = {"error": "summary.json is damaged"}, DAMAGED
     else:
         assert isinstance(summary, dict)
-        status = str(summary.get("status", "")) if is_training_summary(summary) else \
-            (DAMAGED if summary else "")
+        # a training run's files with another command's summary is damaged
+        ours = is_training_summary(summary) or command_of_dir(path, summary) == EVAL
+        status = str(summary.get("status", "")) if ours else (DAMAGED if summary else "")
         if status == DAMAGED:
             log.warning("%s holds %s but a training run's files; listed as damaged", path,
                         describe(summary))

@@ -54,13 +54,27 @@ class Row:
         return str(self.run.summary.get("metric", ""))
 
     @property
+    def tested(self) -> dict[str, Any]:
+        """The summary's test result (a ``metarun-eval`` job's ``result``)."""
+        return _section(self.run.summary, "test") or _section(self.run.summary, "result")
+
+    @property
     def test(self) -> tuple[float, float]:
-        test = _section(self.run.summary, "test")
-        return _number(test.get(self.metric)), _number(test.get("ci95"))
+        """The test score and its 95% CI."""
+        return _number(self.tested.get(self.metric)), _number(self.tested.get("ci95"))
 
     @property
     def best_val(self) -> float:
         return _number(_section(self.run.summary, "val").get(f"best_{self.metric}"))
+
+    @property
+    def ranking(self) -> tuple[int, float]:
+        """Sort key, best first: the best validation score (an evaluation's: its result);
+        runs without one last."""
+        score = self.best_val if math.isfinite(self.best_val) else self.test[0]
+        if not math.isfinite(score):
+            return (1, 0.0)
+        return (0, -score if self.run.summary.get("higher_is_better", True) else score)
 
     @property
     def steps(self) -> int | None:
@@ -88,8 +102,8 @@ class Row:
         paper, difference = self.paper
         return {"run": self.name, "status": self.run.status, **self.keys,
                 "metric": self.metric, "test": score, "test_ci95": ci,
-                "test_median": _number(_section(s, "test").get("median")),
-                "test_diverged": _section(s, "test").get("diverged"),
+                "test_median": _number(self.tested.get("median")),
+                "test_diverged": self.tested.get("diverged"),
                 "best_val": self.best_val, "steps": self.steps, "stopped": self.stopped,
                 "paper": paper, "paper_source": _section(s, "paper").get("source"),
                 "paper_difference": difference,
@@ -149,6 +163,16 @@ def _number(value: Any) -> float:
 def _mean(values: list[float]) -> float:
     finite = [v for v in values if math.isfinite(v)]
     return statistics.fmean(finite) if finite else math.nan
+
+
+def shown_rows(report: Report, top: int | None) -> tuple[list[int], int]:
+    """The rows a long table shows (the ``top`` by score, best first; ``None`` or 0: all, in
+    order) and how many it leaves to the CSV."""
+    n = len(report.rows)
+    if not top or n <= top:
+        return list(range(n)), 0
+    order = sorted(range(n), key=lambda i: report.rows[i].ranking)
+    return order[:top], n - top
 
 
 @dataclass
@@ -229,7 +253,7 @@ def run_table(report: Report) -> tuple[list[str], list[list[str]]]:
     for row in report.rows:
         score, ci = row.test
         s = row.run.summary
-        status = row.run.status if row.run.completed else row.run.status.upper()
+        status = row.run.status.upper() if row.run.failed else row.run.status
         paper, difference = row.paper
         cells = [format_score(row.metric, paper), _signed(row.metric, difference)]
         steps = _cell(row.steps) + (" (max_time)" if row.stopped else "")

@@ -157,3 +157,47 @@ def test_report_bad_input_is_one_line_and_exit_2(sweep, tmp_path: Path, args: li
     assert report_main([a.format(**paths) for a in args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("metarun-report: error: ") and message in err[0]
+
+
+def test_a_metarun_eval_sweep_gets_its_report(sweep, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                              env: dict[str, str],
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    root = sweep["dir"]
+    proc = metarun(["-m", f"checkpoint={root / '0'},{root / '2'}", "device=cpu",
+                    "eval.test_episodes=4", f"hydra.sweep.dir={tmp_path / 'ev'}"], env, tmp_path,
+                   name="metarun-eval")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    with open(tmp_path / "ev" / "report.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    results = summaries(tmp_path / "ev")
+    assert [r["status"] for r in rows] == ["completed", "completed"]
+    for n, row in enumerate(rows):  # the table's score is each job's result
+        assert float(row["test"]) == pytest.approx(results[n]["result"]["mse"])
+        assert row["checkpoint"].endswith(f"/{2 * n}")
+    # metarun-report reads the evaluations and the training runs side by side; --curves
+    # redraws the training runs' learning curves and leaves the evaluations alone
+    assert report_main([str(root), str(tmp_path / "ev"), "--no-plot", "--curves", "--out",
+                        str(tmp_path / "both")]) == 0
+    assert f"no learning curve for {tmp_path / 'ev'}" not in capsys.readouterr().err
+    assert not list((tmp_path / "ev").glob("*/learning_curve.png"))
+    with open(tmp_path / "both" / "report.csv", newline="") as f:
+        assert len(list(csv.DictReader(f))) == 8
+
+
+def test_a_long_table_shows_the_best_runs_and_the_csv_every_run(  # type: ignore[no-untyped-def]
+        sweep, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert report_main([str(sweep["dir"]), "--top", "2", "--no-plot", "--out",
+                        str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "(the 2 best by validation score)" in printed
+    assert "... and 4 more runs: every run is in report.csv" in printed
+    with open(tmp_path / "report.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 6
+    best = sorted((r for r in rows if r["status"] == "completed"),
+                  key=lambda r: float(r["best_val"]))[:2]  # MSE: lower is better
+    markdown = (tmp_path / "report.md").read_text()
+    first = markdown.split("\n\n")[1].splitlines()  # the run table: header, rule, rows
+    table = first[2:]
+    assert [line.split(" | ")[0].strip("| ") for line in table] == [r["run"] for r in best]
+    assert "The 2 best runs by validation score; 4 more are in `report.csv`." in markdown

@@ -1,5 +1,5 @@
-"""Optional sweep features: the Optuna search, the joblib launcher, TensorBoard logging, and
-the messages when their packages are missing."""
+"""Optional sweep features: the joblib launcher, TensorBoard logging, and the messages when
+their packages are missing (the Optuna search: test_search.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from metarun import extras
 from metarun.cli.common import check_extras
@@ -25,25 +24,6 @@ SINE = ["data=sinusoid", "device=cpu", "train.iterations=4", "train.eval_every=2
 
 def job_summaries(root: Path) -> list[dict]:  # type: ignore[type-arg]
     return [json.loads(p.read_text()) for p in sorted(root.glob("*/summary.json"))]
-
-
-def test_an_optuna_search_runs_two_trials_and_minimises_regression_mse(
-        tmp_path: Path, env: dict[str, str]) -> None:
-    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
-    proc = metarun(["-m", "hparams_search=maml", "hydra.sweeper.n_trials=2", *SINE,
-                    f"hydra.sweep.dir={tmp_path}"], env, tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    jobs = job_summaries(tmp_path)
-    assert len(jobs) == 2 and all(j["status"] == "completed" for j in jobs)
-    overrides = [yaml.safe_load((tmp_path / str(n) / ".hydra" / "overrides.yaml").read_text())
-                 for n in range(2)]
-    for job in overrides:  # every trial drew all three hyperparameters
-        keys = {o.split("=")[0] for o in job}
-        assert {"algo.inner_lr", "algo.inner_steps", "optim.lr"} <= keys
-    result = yaml.safe_load((tmp_path / "optimization_results.yaml").read_text())
-    assert "Directions: ['minimize']" in proc.stderr + proc.stdout
-    assert result["best_value"] == min(j["val"]["best_mse"] for j in jobs)
-    assert (tmp_path / "report.md").is_file()
 
 
 def test_the_search_direction_follows_the_task_type() -> None:
@@ -97,7 +77,7 @@ def test_a_missing_extra_says_what_to_install(monkeypatch: pytest.MonkeyPatch, a
 
 
 def test_a_search_needs_multirun() -> None:
-    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")  # the sweep extra
+    pytest.importorskip("optuna")  # the sweep extra
     message = check_extras(["hparams_search=maml"])
     assert message is not None and "add -m" in message
     assert check_extras(["-m", "hparams_search=maml"]) is None
@@ -114,5 +94,15 @@ def test_missing_extra_exits_2_in_one_line(tmp_path: Path, env: dict[str, str]) 
                           capture_output=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        "metarun: error: hparams_search (Hydra's Optuna sweeper) needs the optional package "
-        "hydra_optuna_sweeper: pip install 'metarun[sweep]'"]
+        "metarun: error: hparams_search (metarun's Optuna sweeper) needs the optional package "
+        "optuna: pip install 'metarun[sweep]'"]
+
+
+def test_hydras_old_optuna_sweeper_beside_metaruns_is_refused(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("optuna")
+    real = extras.importlib.util.find_spec
+    monkeypatch.setattr(extras.importlib.util, "find_spec", lambda name: object()
+                        if name == extras.OLD_OPTUNA_SWEEPER else real(name))
+    message = check_extras(["-m", "hparams_search=maml"])
+    assert message is not None and "pip uninstall hydra-optuna-sweeper" in message

@@ -94,19 +94,27 @@ def test_a_group_counts_only_completed_runs() -> None:
     assert math.isnan(group.spread)
 
 
-def test_evaluations_and_ensembles_are_not_runs(tmp_path: Path) -> None:
+def test_training_runs_and_evaluations_are_rows_and_other_folders_are_not(
+        tmp_path: Path) -> None:
     for name, summary, config in (
             ("run", {"status": "completed"}, "seed: 0\n"),
             ("eval", {"command": "metarun-eval", "status": "completed"}, "checkpoint: x\n"),
-            ("eval_running", {}, "checkpoint: x\n"),
-            ("ensemble", {"method": "average"}, None)):
+            ("eval_killed", {}, "checkpoint: x\n"),
+            ("ensemble", {"command": "metarun-eval", "status": "completed",
+                          "method": "average"}, None),
+            ("notes", {"accuracy": 0.5}, None),  # another tool's summary
+            ("empty", {}, None)):
         (tmp_path / name).mkdir()
         if summary:
             (tmp_path / name / "summary.json").write_text(json.dumps(summary))
         if config:
             (tmp_path / name / ".hydra").mkdir()
             (tmp_path / name / ".hydra" / "config.yaml").write_text(config)
-    assert [r.path.name for r in find_runs([tmp_path])] == ["run"]
+    runs = find_runs([tmp_path])
+    assert {r.path.name: r.status for r in runs} == {
+        "run": "completed", "eval": "completed", "eval_killed": "unfinished",
+        "ensemble": "completed"}
+    assert [r.path.name for r in runs if r.trained] == ["run"]
 
 
 def test_a_run_whose_lock_is_held_is_running(tmp_path: Path) -> None:
