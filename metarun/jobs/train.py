@@ -198,11 +198,15 @@ def _train(cfg: DictConfig, out: Path, config: dict[str, Any],
         raise
     _finish(cfg, out, metrics)
     about = build.info(cfg)
-    summary = _completed_summary(about, algorithm, trained, result, built)
-    summary.update(seconds=round(seconds, 2), device=str(built.device),
-                   processes=peers.dist.world, threads=torch.get_num_threads(),
-                   resumed_from_step=resume_step)
-    write_summary(out, summary)
+    try:
+        summary = _completed_summary(about, algorithm, trained, result, built)
+        summary.update(seconds=round(seconds, 2), device=str(built.device),
+                       processes=peers.dist.world, threads=torch.get_num_threads(),
+                       resumed_from_step=resume_step)
+        write_summary(out, summary)
+    except BaseException:  # the trackers' runs end failed, not left running
+        metrics.close(FAILED)
+        raise
     metrics.close(COMPLETED)  # after the summary: the trackers keep it
     peers.end(summary)
     task_type, ev = algorithm.task_type, about.eval_task

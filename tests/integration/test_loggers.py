@@ -144,6 +144,26 @@ def test_two_loggers_at_once_and_csv(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert found.data.tags["status"] == "completed"
 
 
+def test_a_run_whose_summary_cannot_be_written_ends_its_tracker_run_failed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("mlflow")
+    import metarun.jobs.train as job
+
+    real = job.write_summary
+
+    def full_disk(directory: Path, summary: dict[str, Any]) -> Path:
+        if summary.get("status") == "completed":
+            raise OSError(28, "No space left on device")
+        return real(directory, summary)
+
+    monkeypatch.setattr(job, "write_summary", full_disk)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(OSError, match="No space left"):
+        run(compose_config(*SINE, "logger=mlflow", "train.plot=false"), tmp_path / "run")
+    _, found = _mlflow_run(tmp_path)  # ended, not left RUNNING
+    assert (found.info.status, found.data.tags["status"]) == ("FAILED", "failed")
+
+
 def test_a_tracker_that_cannot_start_is_a_warning_not_a_failed_run(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     pytest.importorskip("mlflow")
