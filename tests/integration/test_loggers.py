@@ -112,6 +112,11 @@ def test_wandb_offline_files_hold_the_params_and_every_point(
     monkeypatch.setenv("WANDB_SILENT", "true")
     out = tmp_path / "run"
     run(compose_config(*SINE, "logger=wandb", "train.plot=false"), out)
+    # run.finish() may return before W&B's service has written the whole offline file; the
+    # service is flushed at the process's exit (an atexit hook), which is this, in-process
+    import wandb
+
+    wandb.teardown()
     records = _wandb_records(out)
     updates = [item for r in records for item in
                (r.run.config.update if r.HasField("run") else
