@@ -53,3 +53,19 @@ def test_storage_names_are_a_url_a_journal_or_the_sweep_directory(tmp_path) -> N
     assert storage_location("sqlite:///s.db", "x", tmp_path) == f"sqlite:///{tmp_path}/s.db"
     assert storage_location("sqlite:////abs/s.db", "x", tmp_path) == "sqlite:////abs/s.db"
     assert storage_location("postgresql://h/db", "x", tmp_path) == "postgresql://h/db"
+
+
+def test_every_sampler_and_pruner_option_makes_its_optuna_object() -> None:
+    from hydra.utils import instantiate
+
+    from hydra_plugins.metarun_optuna_sweeper.optuna_sweeper import PRUNERS, SAMPLERS
+
+    for name, node in SAMPLERS.items():
+        kwargs = {"search_space": {"x": [1, 2]}} if name == "grid" else {}
+        sampler = instantiate(node)(**kwargs)  # partial: the search finishes it
+        assert isinstance(sampler, optuna.samplers.BaseSampler), name
+        assert type(sampler).__name__ == node["_target_"].rsplit(".", 1)[1]
+    for name, node in PRUNERS.items():
+        pruner = instantiate(node)
+        assert isinstance(pruner, optuna.pruners.BasePruner), name
+        assert type(pruner).__name__ == node["_target_"].rsplit(".", 1)[1]
