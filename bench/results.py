@@ -6,17 +6,22 @@ another, and write the table from the runs' summaries.
                             [--budget-scale 1.0] [--dry-run] [--table-only]
 
 Rows run in order, one process at a time: two torch processes on two cores slow each other
-about tenfold. A row whose run directory (``<root>/<name>``) already holds a completed run is
-not run again, so an interrupted build goes on where it stopped when the same command is run
-again; a row that fails is reported as failed in the table and the next row runs. ``--only``
-runs some rows.
+about tenfold. A row whose run directory (``<root>/<name>``) already holds a completed run
+of the row's recipe is not run again, so an interrupted build goes on where it stopped when
+the same command is run again; a row that fails is reported as failed in the table and the
+next row runs. ``--only`` runs some rows. The recipe is the config the row's command composes
+now (``bench/_recipes.py``), so a changed config file counts even when the command line did
+not: a completed run of another recipe is moved aside (``<name>.stale-<time>``) and the row
+runs again.
 
 Every row's result is also kept in ``bench/results.json`` (``--records``), committed with the
 table: its command, the date, the commit and the machine it ran on, and the part of its summary
 the table shows. A row that is not run again is written from that record, so rerunning one row
 (``--only``) on a machine without the other rows' run directories keeps them, each with the date
 and commit it really ran at. A record whose command is no longer the row's (the row or its
-budget changed) is not shown: the row is listed as not run.
+budget changed) is not shown, and neither is one whose recipe fingerprint
+(``recipe_sha256``) is not the recipe's now: the row is listed as not run. (Records written
+before the fingerprint have none and are shown.)
 
 Each row of the table: the method, the dataset and evaluation shape, the command that
 reproduces it, the budget, the run's wall time and steps, the test mean with its 95% CI, the
@@ -31,13 +36,16 @@ import datetime
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+from _recipes import changed_recipe, fingerprint, recipe
 
 from metarun.configs import parse_duration
 from metarun.summary import read_summary
@@ -60,6 +68,7 @@ class Row:
     summary: dict[str, Any] = field(default_factory=dict)
     data: str = ""
     ran: dict[str, str] = field(default_factory=dict)  # date, commit, hardware
+    config: dict[str, Any] | None = None  # the recipe its command composes now
 
 
 def load_rows(path: Path) -> list[Row]:
@@ -118,13 +127,21 @@ def _duration(seconds: float) -> str:
 
 
 def run_row(row: Row, root: Path, device: str, scale: float) -> tuple[dict[str, Any], bool]:
-    """Run the row unless its directory holds a completed run; its summary, and whether it ran
-    now."""
+    """Run the row unless its directory holds a completed run of its recipe; its summary, and
+    whether it ran now."""
     out = root / row.name
     summary = read_summary(out) or {}
     if summary.get("status") == "completed":
-        print(f"[results] {row.name}: completed earlier, kept", flush=True)
-        return summary, False
+        changed = changed_recipe(out, row.config)
+        if not changed:
+            print(f"[results] {row.name}: completed earlier, kept", flush=True)
+            return summary, False
+        stale = out.with_name(f"{row.name}.stale-{time.strftime('%Y%m%d-%H%M%S')}")
+        shutil.move(out, stale)
+        summary = {}
+        print(f"[results] {row.name}: the completed run was of another recipe (it differs in "
+              f"{', '.join(changed[:5])}{', ...' if len(changed) > 5 else ''}); moved to "
+              f"{stale.name}, running the row again", flush=True)
     argv = [*command(row, device, scale), f"hydra.run.dir={out}"]
     print(f"[results] {row.name}: {' '.join(argv)}", flush=True)
     out.mkdir(parents=True, exist_ok=True)
@@ -206,7 +223,7 @@ def record_of(row: Row, out: Path, device: str, scale: float) -> dict[str, Any]:
         when = datetime.date.today()
     return {"command": command_line(row, device, scale), "date": when.isoformat(),
             "commit": commit(), "hardware": hardware(device), "data": row.data,
-            "summary": kept}
+            "recipe_sha256": fingerprint(row.config), "summary": kept}
 
 
 def use_record(row: Row, record: dict[str, Any]) -> None:
@@ -290,6 +307,7 @@ def build(rows: list[Row], args: argparse.Namespace) -> int:
     records = load_records(args.records)
     failed = 0
     for row in rows:
+        row.config = recipe(command(row, args.device, args.budget_scale)[1:])
         wanted = not args.table_only and (args.only is None or row.name in args.only)
         out = args.root / row.name
         ran = False
@@ -297,11 +315,15 @@ def build(rows: list[Row], args: argparse.Namespace) -> int:
             row.summary, ran = run_row(row, args.root, args.device, args.budget_scale)
         else:
             row.summary = read_summary(out) or {}
+            if row.summary and changed_recipe(out, row.config):
+                row.summary = {}  # a run of another recipe is not this row's result
         if ran and not row.summary:  # it failed before writing a summary
             row.summary = {"status": "failed"}
         row.data = dataset_of(out)
         line = command_line(row, args.device, args.budget_scale)
-        same = records.get(row.name, {}).get("command") == line
+        kept = records.get(row.name, {})
+        same = kept.get("command") == line and kept.get("recipe_sha256") in (
+            None, fingerprint(row.config))
         if row.summary and (ran or not same):  # a new result, or one the record lacks
             records[row.name] = record_of(row, out, args.device, args.budget_scale)
             same = True

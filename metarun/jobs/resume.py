@@ -31,8 +31,9 @@ LENGTH_KEYS = ("train.iterations", "train.max_time")
 RESUMABLE_CHANGES = (*SAME_RUN_CHANGES, *LENGTH_KEYS)
 
 
-def _differences(before: Any, now: dict[str, Any], allowed: tuple[str, ...]) -> list[str]:
-    """The dotted keys whose values differ between two resolved configs, except ``allowed``."""
+def differences(before: Any, now: dict[str, Any], allowed: tuple[str, ...]) -> list[str]:
+    """The dotted keys whose values differ between two plain configs, except those starting
+    with one of ``allowed``."""
     old = dict(leaves(before if isinstance(before, dict) else {}, lists=False))
     new = dict(leaves(now, lists=False))
     return sorted(k for k in old.keys() | new.keys()
@@ -71,7 +72,7 @@ def resume_point(out: Path, config: dict[str, Any], explicit: bool) -> dict[str,
                                 "error": str(e)})
         raise
     if completed:
-        changed = _differences(blob.get("config"), config, SAME_RUN_CHANGES)
+        changed = differences(blob.get("config"), config, SAME_RUN_CHANGES)
         if changed and set(changed) <= set(LENGTH_KEYS) and _trains_further(blob, config):
             log.info("continuing the completed run %s from step %d: train.iterations or "
                      "train.max_time now lets it train further", out, blob["step"])
@@ -80,7 +81,7 @@ def resume_point(out: Path, config: dict[str, Any], explicit: bool) -> dict[str,
             raise OutputDirError(f"{out} already holds a completed run with different "
                                  f"{', '.join(changed)}; choose another directory")
         raise RunCompletedError(out)
-    changed = _differences(blob.get("config"), config, RESUMABLE_CHANGES)
+    changed = differences(blob.get("config"), config, RESUMABLE_CHANGES)
     if changed:
         raise ValueError(f"cannot resume {out}: the run was started with different "
                          f"{', '.join(changed)}; only {', '.join(RESUMABLE_CHANGES)} may "
