@@ -28,10 +28,14 @@ ALGORITHMS = sorted(p.stem for p in (Path(config_dir()) / "algo").glob("*.yaml")
     # conv (9 weights + bias per filter) and batch norm (scale, shift) in each of 4 blocks
     (lambda s: Conv4(s, hidden=32), (1, 28, 28), 32,
      (9 + 1) * 32 + 2 * 32 + 3 * ((32 * 9 + 1) * 32 + 2 * 32)),
+    # MAML's Omniglot network: the same weights, strided, averaged to `hidden` at any size
+    (lambda s: Conv4(s, downsample="stride"), (3, 84, 84), 64, 113_088),
+    (lambda s: Conv4(s, hidden=32, downsample="stride"), (1, 28, 28), 32,
+     (9 + 1) * 32 + 2 * 32 + 3 * ((32 * 9 + 1) * 32 + 2 * 32)),
     (lambda s: TorchvisionBackbone(s, "resnet18"), (3, 84, 84), 512, 11_176_512),
     (lambda s: TorchvisionBackbone(s, "resnet18"), (1, 28, 28), 512, 11_176_512),
-], ids=["resnet12-84", "resnet12-32", "wrn28_10", "conv4-84", "conv4-32f", "resnet18",
-        "resnet18-grey"])
+], ids=["resnet12-84", "resnet12-32", "wrn28_10", "conv4-84", "conv4-32f", "conv4-stride-84",
+        "conv4-stride-32f", "resnet18", "resnet18-grey"])
 def test_output_size_and_parameter_count(make, shape, out_dim: int,  # type: ignore[no-untyped-def]
                                          params: int) -> None:
     model = make(shape).eval()

@@ -17,9 +17,27 @@ def test_conv4_embedding_size(shape: tuple[int, int, int], dim: int) -> None:
     assert net(torch.rand(2, *shape)).shape == (2, dim)
 
 
-def test_conv4_rejects_too_many_layers() -> None:
+def test_conv4_rejects_too_many_layers_and_an_unknown_downsampling() -> None:
     with pytest.raises(ValueError, match="backbone.layers"):
         Conv4((1, 8, 8), layers=4)
+    with pytest.raises(ValueError, match="backbone.downsample must be one of max_pool, stride"):
+        Conv4((1, 28, 28), downsample="avg_pool")
+
+
+def test_strided_conv4_halves_the_resolution_in_every_block() -> None:
+    """Finn et al.'s Omniglot network: 28 -> 14 -> 7 -> 4 -> 2, no max-pool, then the mean
+    over the 2x2 positions."""
+    net = Conv4((1, 28, 28), hidden=8, downsample="stride")
+    assert not any(isinstance(m, nn.MaxPool2d) for m in net.modules())
+    x = torch.rand(3, 1, 28, 28)
+    sides = []
+    for module in net.features:
+        x = module(x)
+        if isinstance(module, nn.ReLU):
+            sides.append(x.shape[-1])
+    assert sides == [14, 7, 4, 2] and x.shape == (3, 8)
+    maps = net.features[:-2](torch.ones(2, 1, 28, 28))  # before the average and the flatten
+    assert torch.allclose(net(torch.ones(2, 1, 28, 28)), maps.mean(dim=(2, 3)))
 
 
 def _bn(model: torch.nn.Module) -> torch.nn.BatchNorm2d:
