@@ -7,7 +7,6 @@ from torch import Tensor, nn
 from metarun.backbones.norm import BatchNorm2d
 from metarun.types import Backbone
 
-
 #: How a block halves the resolution (``backbone.downsample``).
 DOWNSAMPLE = ("max_pool", "stride")
 

@@ -5,7 +5,7 @@ A command is a :class:`Command`: its name, its config and its job (config and ou
 in, a :class:`~metarun.summary.RunResult` and its ``summary.json`` out). :func:`main` owns
 everything else, once for all of them: checking the command line before Hydra starts (renamed
 keys, missing extras, unknown keys and options, bad values, unusable output directories, in
-one line each), running each job through :func:`run_job` (an expected failure is one line and
+one line each: :mod:`metarun.cli.checks`), running each job through :func:`run_job` (an expected failure is one line and
 its exit status from :mod:`metarun.errors`; in a sweep it is recorded and the sweep goes on),
 and the sweep's closing list of jobs that did not complete.
 """
@@ -17,10 +17,10 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from omegaconf import DictConfig
 
+from metarun.cli.checks import check_output_dir, check_overrides, check_renamed
 from metarun.cli.parallel import machine_share
 from metarun.cli.ranks import check_launcher, follower_args
 from metarun.cli.sweep import FAILED_JOBS, register_resolvers
@@ -134,155 +134,6 @@ def run_job(command: Command, cfg: DictConfig) -> float:
         # An expected failure: one line that says what to do, not a traceback.
         log.error("%s", e)
         sys.exit(status)
-
-
-#: Hydra's flags that take a value (``--cfg job``), and those after which Hydra does
-#: something of its own (help, another config) that metarun does not check beforehand.
-_VALUE_FLAGS = ("--cfg", "-c", "--package", "-p")
-_OWN_FLAGS = ("--help", "-h", "--hydra-help", "--version", "--shell-completion", "-sc",
-              "--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd",
-              "--experimental-rerun", "--info", "-i")
-
-
-def _split_argv(argv: list[str]) -> tuple[set[str], list[str]] | None:
-    """Hydra's flags and the overrides of a command line; ``None`` when Hydra alone should
-    handle it."""
-    flags: set[str] = set()
-    overrides: list[str] = []
-    args = iter(argv)
-    for arg in args:
-        if not arg.startswith("-"):
-            overrides.append(arg)
-            continue
-        flag = arg.split("=", 1)[0]
-        if flag in _OWN_FLAGS:
-            return None
-        flags.add(flag)
-        if flag in _VALUE_FLAGS and "=" not in arg:
-            next(args, None)
-    return flags, overrides
-
-
-def _jobs(overrides: list[str], multirun: bool) -> tuple[list[list[str]], list[str]]:
-    """The overrides of every job the command line starts (a basic sweep's product) and the
-    swept keys; for an Optuna search, which draws the swept values itself, one job of the
-    other overrides."""
-    if not multirun:
-        return [overrides], []
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    parsed = OverridesParser.create().parse_overrides(overrides)
-    swept = [o.get_key_element() for o in parsed if o.is_sweep_override()]
-    if any(o.lstrip("+").startswith(("hparams_search=", "hydra/sweeper=")) for o in overrides):
-        return [[str(o.input_line) for o in parsed if not o.is_sweep_override()]], []
-    return BasicSweeper.split_arguments(parsed, None)[0], swept
-
-
-def _is_choice(override: str) -> bool:
-    """Whether ``override`` chooses an option of a config group (or sets Hydra's own keys),
-    rather than a value."""
-    key = override.lstrip("+~").split("=", 1)[0].split("@", 1)[0]
-    return key.startswith("hydra") or "/" in key or (Path(config_dir()) / key).is_dir()
-
-
-def check_overrides(argv: list[str], config_name: str = "config") -> str | None:
-    """Compose the config of every job the command line starts, the way Hydra will, and return
-    one line naming the first unknown key or option, malformed override or (for ``metarun``
-    runs) bad value, instead of Hydra's multi-line report or a failure inside a job."""
-    split = _split_argv(argv)
-    if split is None:
-        return None
-    flags, overrides = split
-    multirun = bool(flags & {"-m", "--multirun"})
-    try:
-        jobs, swept = _jobs(overrides, multirun)
-    except Exception as e:  # noqa: BLE001 - a malformed sweep, in one line
-        return " ".join(str(e).split())
-    from hydra import initialize_config_dir
-
-    with initialize_config_dir(config_dir=config_dir(), version_base="1.3"):
-        for i, job in enumerate(jobs):
-            problem = _check_job(job, config_name, check_values=not flags & {"--cfg", "-c"})
-            if problem:
-                values = [o for o in job if o.split("=", 1)[0] in swept]
-                return problem + (f" (sweep job {i}: {' '.join(values)})" if values else "")
-    return None
-
-
-def _check_job(overrides: list[str], config_name: str, check_values: bool) -> str | None:
-    cfg, problem = _compose(overrides, config_name)
-    if problem or not check_values or config_name != "config":
-        return problem
-    from metarun.validate import check_value_types, validate_config
-
-    defaults, _ = _compose([o for o in overrides if _is_choice(o)], config_name)
-    try:
-        validate_config(cfg)
-        if defaults is not None:
-            check_value_types(cfg, defaults)
-    except Exception as e:
-        if exit_status(e) != EXIT_BAD_INPUT:
-            raise
-        return str(e)
-    return None
-
-
-def _compose(overrides: list[str], config_name: str) -> tuple[Any, str | None]:
-    """The composed config, or an error line."""
-    from hydra import compose
-    from hydra.errors import ConfigCompositionException, MissingConfigException
-
-    try:
-        return compose(config_name=config_name, overrides=overrides), None
-    except MissingConfigException as e:
-        options = ", ".join(e.options or [])
-        return None, (f"unknown option {e.missing_cfg_file!r}"
-                      + (f"; choose one of: {options}" if options else ""))
-    except ConfigCompositionException as e:
-        cause = str(e.__cause__).splitlines()[0] if e.__cause__ else ""
-        first = str(e).splitlines()
-        hint = f" ({first[1].strip()})" if len(first) > 1 else ""
-        return None, f"{first[0]} {cause}{hint}".strip()
-    except Exception as e:  # noqa: BLE001 - any other composition error, in one line
-        return None, " ".join(str(e).split())
-
-
-def check_output_dir(argv: list[str]) -> str | None:
-    """An error line when a run (or sweep) directory named on the command line cannot be
-    created or written (Hydra would fail on it with a traceback). Creates nothing: a command
-    that ends up running nothing (``--cfg job``) leaves no folder behind."""
-    import os
-
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    parser = OverridesParser.create()
-    for arg in argv:
-        key = arg.split("=", 1)[0]
-        if key not in ("hydra.run.dir", "hydra.sweep.dir") or "$" in arg:
-            continue
-        try:
-            value = str(parser.parse_override(arg).value())  # as Hydra reads it: "a b" -> a b
-        except Exception:  # noqa: BLE001 - Hydra reports a malformed override itself
-            continue
-        path = Path(value).expanduser().absolute()
-        if path.exists() and not path.is_dir():
-            return f"{key} = {value} is a file, not a directory"
-        existing = next(p for p in (path, *path.parents) if p.exists())
-        if not existing.is_dir():
-            return f"{key} = {value} cannot be created: Not a directory ({existing})"
-        if not os.access(existing, os.W_OK):
-            return f"{key} = {value} is not writable"
-    return None
-
-
-def check_renamed(argv: list[str], renamed: dict[str, str]) -> str | None:
-    """An error line for a key given in a spelling that has been renamed."""
-    for arg in argv:
-        key = arg.lstrip("+~").split("=", 1)[0]
-        if key in renamed:
-            return f"{key} is now {renamed[key]} (the same key in every metarun command)"
-    return None
 
 
 def run_app(prog: str, app: Callable[[], object], problem: str | None) -> None:

@@ -222,14 +222,14 @@ FAMILIES = [
 @pytest.mark.parametrize(("argv", "expected"), FAMILIES, ids=[" ".join(a) for a, _ in FAMILIES])
 def test_every_key_family_is_checked_before_hydra_starts(argv: list[str],
                                                          expected: str) -> None:
-    from metarun.cli.common import check_overrides
+    from metarun.cli.checks import check_overrides
 
     problem = check_overrides(argv)
     assert problem is not None and expected in problem and "\n" not in problem
 
 
 def test_good_command_lines_pass_the_checks() -> None:
-    from metarun.cli.common import check_overrides
+    from metarun.cli.checks import check_overrides
 
     for argv in (["algo=protonet", "optim.lr=0.01", "algo.bn_mode=batch"],
                  ["data=sinusoid", "algo=mamlpp", "data.amplitude=[1,2]"],

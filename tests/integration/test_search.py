@@ -213,6 +213,13 @@ def test_a_two_objective_search_opens_in_optuna_dashboard(tmp_path: Path,
     (["hydra.sweeper.objectives=[accuracy]"], "hydra.sweeper.objectives = ['accuracy']"),
     (["hydra/sweeper/sampler=grid"],
      "algo.inner_lr: hydra/sweeper/sampler=grid needs a choice or a range"),
+    # the space is checked before a trial runs: each choice, each end of a range
+    (["algo.inner_lrr=interval(0.1, 0.2)"], "Could not override 'algo.inner_lrr'"),
+    (["algo.inner_steps=choice(1, abc)"], "algo.inner_steps must be an integer; got 'abc' "
+                                          "(the search space at algo.inner_steps=abc"),
+    (["optim.lr=range(-1, 1)"], "optim.lr must be positive; got -1 (the search space at"),
+    # the ready space's keys too: MAML's space over ProtoNet
+    (["algo=protonet"], "Could not override 'algo.inner_lr'"),
 ])
 def test_a_search_that_cannot_start_is_one_line_and_status_2(
         tmp_path: Path, env: dict[str, str], args: list[str], message: str) -> None:
