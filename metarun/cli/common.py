@@ -5,9 +5,9 @@ A command is a :class:`Command`: its name, its config and its job (config and ou
 in, a :class:`~metarun.summary.RunResult` and its ``summary.json`` out). :func:`main` owns
 everything else, once for all of them: checking the command line before Hydra starts (renamed
 keys, missing extras, unknown keys and options, bad values, unusable output directories, in
-one line each: :mod:`metarun.cli.checks`), running each job through :func:`run_job` (an expected failure is one line and
-its exit status from :mod:`metarun.errors`; in a sweep it is recorded and the sweep goes on),
-and the sweep's closing list of jobs that did not complete.
+one line each: :mod:`metarun.cli.checks`), running each job through :func:`run_job` (an
+expected failure is one line and its exit status from :mod:`metarun.errors`; in a sweep it is
+recorded and the sweep goes on), and the sweep's closing list of jobs that did not complete.
 """
 
 from __future__ import annotations
