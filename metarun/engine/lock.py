@@ -7,6 +7,8 @@ run never leaves a stale lock behind.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 
@@ -67,3 +69,22 @@ def is_locked(directory: str | Path) -> bool:
     finally:
         os.close(fd)
     return False
+
+
+@contextmanager
+def taking_turns(path: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock on the file ``path`` for a ``with`` block, waiting for it: the
+    processes of a parallel sweep that share one resource (a tracker's SQLite store) use it
+    one at a time. Released when the block ends or the process dies."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        yield
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock

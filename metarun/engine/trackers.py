@@ -15,10 +15,12 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, cast
 
 from metarun.configs import leaves
+from metarun.engine.lock import taking_turns
 from metarun.engine.metrics import MetricsSink
 
 log = logging.getLogger("metarun")
@@ -160,14 +162,20 @@ class MLflowSink:
         root = (Path.cwd() / "outputs").resolve()
         if tracking_uri is None:
             root.mkdir(parents=True, exist_ok=True)
-        self.client = MlflowClient(tracking_uri=tracking_uri or f"sqlite:///{root}/mlflow.db")
-        resumed = resumed_id(self.run_dir, "mlflow", purge_step)
-        if resumed is None:
-            artifacts = None if tracking_uri else (root / "mlartifacts").as_uri()
-            resumed = self._start(run_config, experiment_name, run_name, artifacts)
-            remember_id(self.run_dir, "mlflow", resumed)
-        self.run_id: str = resumed
-        self.client.set_tag(self.run_id, "status", "running")
+        uri = tracking_uri or f"sqlite:///{root}/mlflow.db"
+        # The first use of a SQLite store creates and migrates its tables, and the first run
+        # of an experiment creates it: parallel sweep jobs doing either at once fail ("table
+        # already exists", "duplicate column"), so the jobs sharing a store start one at a time.
+        sqlite = uri.startswith("sqlite:///")
+        with taking_turns(uri[len("sqlite:///"):] + ".lock") if sqlite else nullcontext():
+            self.client = MlflowClient(tracking_uri=uri)
+            resumed = resumed_id(self.run_dir, "mlflow", purge_step)
+            if resumed is None:
+                artifacts = None if tracking_uri else (root / "mlartifacts").as_uri()
+                resumed = self._start(run_config, experiment_name, run_name, artifacts)
+                remember_id(self.run_dir, "mlflow", resumed)
+            self.run_id: str = resumed
+            self.client.set_tag(self.run_id, "status", "running")
 
     def _start(self, run_config: dict[str, Any] | None, experiment_name: str,
                run_name: str | None, artifacts: str | None) -> str:

@@ -14,6 +14,7 @@ import pytest
 from metarun.engine.trackers import GuardedSink
 from metarun.jobs.train import run
 from tests.helpers import compose_config
+from tests.integration.cli import metarun
 
 SINE = ["data=sinusoid", "device=cpu", "train.iterations=4", "train.eval_every=2",
         "train.log_every=1", "eval.val_episodes=4", "eval.test_episodes=4"]
@@ -147,6 +148,31 @@ def test_two_loggers_at_once_and_csv(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert [(int(s), float(v)) for s, _, _, v in val] == pytest.approx(_points(out)["val/mse"])
     _, found = _mlflow_run(tmp_path)
     assert found.data.tags["status"] == "completed"
+
+
+def test_parallel_sweep_jobs_start_their_mlflow_runs_in_one_new_store(
+        tmp_path: Path, env: dict[str, str]) -> None:
+    """Two joblib workers that meet a new SQLite store both create its tables unless they
+    take turns (measured before the fix: 2 of these 6 jobs lost their MLflow run)."""
+    pytest.importorskip("mlflow")
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    proc = metarun(["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "logger=mlflow",
+                    "seed=0,1,2,3,4,5", *SINE, "train.plot=false",
+                    f"hydra.sweep.dir={tmp_path / 'sweep'}"], env, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "logger mlflow could not start" not in proc.stdout + proc.stderr
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/outputs/mlflow.db")
+    experiment = client.get_experiment_by_name("metarun")
+    runs = client.search_runs([experiment.experiment_id])
+    assert sorted(r.data.tags["run_dir"] for r in runs) == [
+        str(tmp_path / "sweep" / str(n)) for n in range(6)]
+    for r in runs:
+        assert r.info.status == "FINISHED"
+        points = _points(Path(r.data.tags["run_dir"]))["train/loss"]
+        history = client.get_metric_history(r.info.run_id, "train/loss")
+        assert sorted((m.step, m.value) for m in history) == pytest.approx(sorted(points))
 
 
 def test_a_run_whose_summary_cannot_be_written_ends_its_tracker_run_failed(
