@@ -41,7 +41,7 @@ def _split_argv(argv: list[str]) -> tuple[set[str], list[str]] | None:
 def _jobs(overrides: list[str], multirun: bool) -> tuple[list[list[str]], list[str]]:
     """The overrides of every job the command line starts (a basic sweep's product) and the
     swept keys; for an Optuna search, which draws the swept values itself, one job with a
-    value of each swept key (:func:`_search_job` adds the config's own search space)."""
+    value of each swept key (:func:`_search_jobs` adds the config's own search space)."""
     if not multirun:
         return [overrides], []
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
@@ -52,6 +52,11 @@ def _jobs(overrides: list[str], multirun: bool) -> tuple[list[list[str]], list[s
     if _is_search(overrides):
         return _value_jobs([_values(o) for o in parsed]), swept
     return BasicSweeper.split_arguments(parsed, None)[0], swept
+
+
+def _key(override: str) -> str:
+    """The key an override sets (``+a.b=1``, ``~a.b`` and ``a.b=1`` all set ``a.b``)."""
+    return override.lstrip("+~").split("=", 1)[0]
 
 
 def _is_search(overrides: list[str]) -> bool:
@@ -94,7 +99,7 @@ def _search_jobs(jobs: list[list[str]], config_name: str) -> tuple[list[list[str
                          return_hydra_config=True).hydra.sweeper.get("params") or {}
     except Exception:  # noqa: BLE001 - the job itself does not compose: _check_job says why
         return jobs, []
-    given = {o.lstrip("+~").split("=", 1)[0] for o in jobs[0]}
+    given = {_key(o) for o in jobs[0]}
     space = [_values(o) for o in OverridesParser.create().parse_overrides(
         [f"{k}={v}" for k, v in params.items() if k not in given])]
     extra = _value_jobs(space)
@@ -106,7 +111,7 @@ def _search_jobs(jobs: list[list[str]], config_name: str) -> tuple[list[list[str
 def _is_choice(override: str) -> bool:
     """Whether ``override`` chooses an option of a config group (or sets Hydra's own keys),
     rather than a value."""
-    key = override.lstrip("+~").split("=", 1)[0].split("@", 1)[0]
+    key = _key(override).split("@", 1)[0]
     return key.startswith("hydra") or "/" in key or (Path(config_dir()) / key).is_dir()
 
 
@@ -133,7 +138,7 @@ def check_overrides(argv: list[str], config_name: str = "config") -> str | None:
         for i, job in enumerate(jobs):
             problem = _check_job(job, config_name, check_values=not flags & {"--cfg", "-c"})
             if problem:
-                values = " ".join(o for o in job if o.lstrip("+").split("=", 1)[0] in swept)
+                values = " ".join(o for o in job if _key(o) in swept)
                 where = f"the search space at {values}" if search else f"sweep job {i}: {values}"
                 return problem + (f" ({where})" if values else "")
     return None
@@ -208,7 +213,7 @@ def check_output_dir(argv: list[str]) -> str | None:
 def check_renamed(argv: list[str], renamed: dict[str, str]) -> str | None:
     """An error line for a key given in a spelling that has been renamed."""
     for arg in argv:
-        key = arg.lstrip("+~").split("=", 1)[0]
+        key = _key(arg)
         if key in renamed:
             return f"{key} is now {renamed[key]} (the same key in every metarun command)"
     return None

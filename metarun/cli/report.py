@@ -65,15 +65,13 @@ def main(argv: list[str] | None = None) -> int:
     status = _runs(args, out) if args.dirs else EXIT_OK
     if status == EXIT_BAD_INPUT:
         return status
-    from metarun.report.study import study_of_sweep
+    from metarun.report.study import report_study, study_of_sweep
 
     found = {s: False for d in args.dirs if (s := study_of_sweep(Path(d))) is not None}
     if args.study:
         found[(args.study, args.study_name)] = True  # asked for: an error if it fails
     for (storage, name), asked in found.items():
         try:
-            from metarun.report.study import report_study
-
             written = report_study(storage, name, out)
         except (ImportError, OSError, ValueError) as e:
             print(f"metarun-report: {'error: ' if asked else ''}study {name or ''} in "

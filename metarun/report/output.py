@@ -15,7 +15,6 @@ from metarun.report.table import (
     shown_rows,
     write_csv,
 )
-from metarun.summary import COMPLETED, PRUNED
 from metarun.tasktypes import BY_METRIC
 
 PREFERRED_X = ("task.shots", "task.ways", "train.iterations")
@@ -71,7 +70,7 @@ def print_report(report: Report, title: str, top: int | None = TOP) -> None:
     header, body = run_table(report)
     shown, hidden = shown_rows(report, top)
     _print_table(title + (f" (the {top} best by validation score)" if hidden else ""), header,
-                 [body[i] for i in shown], statuses=[report.rows[i].run.status for i in shown])
+                 [body[i] for i in shown], failed=[report.rows[i].run.failed for i in shown])
     if hidden:
         print(f"... and {hidden} more runs: every run is in report.csv")
     if report.aggregates:
@@ -80,7 +79,7 @@ def print_report(report: Report, title: str, top: int | None = TOP) -> None:
 
 
 def _print_table(title: str, header: list[str], body: list[list[str]],
-                 statuses: list[str] | None = None) -> None:
+                 failed: list[bool] | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -88,8 +87,7 @@ def _print_table(title: str, header: list[str], body: list[list[str]],
     for column in header:
         table.add_column(column, overflow="fold")
     for i, cells in enumerate(body):
-        bad = statuses is not None and statuses[i] not in (COMPLETED, PRUNED)
-        table.add_row(*cells, style="red" if bad else None)
+        table.add_row(*cells, style="red" if failed and failed[i] else None)
     # A pipe or a CI log gets the table's full width rather than 80 columns.
     Console(width=None if sys.stdout.isatty() else 240).print(table)
 

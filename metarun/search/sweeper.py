@@ -102,7 +102,7 @@ class Search:
         self._write_results(study)
 
     def _study(self, space: dict[str, Any], fixed: list[str]) -> optuna.Study:
-        where = studies.storage_location(self.storage, self.sweep_dir, self.cwd)
+        self.where = where = studies.storage_location(self.storage, self.sweep_dir, self.cwd)
         self._storage = studies.open_storage(self.storage, self.sweep_dir, self.cwd)
         self.sampler = self._sampler(space, where)
         study = optuna.create_study(
@@ -215,11 +215,10 @@ class Search:
 
     def _write_results(self, study: optuna.Study) -> None:
         """``optimization_results.yaml``: the best trial (or the Pareto front)."""
-        where = studies.storage_location(self.storage, self.sweep_dir, self.cwd)
         counts = {s.name.lower(): len(study.get_trials(False, states=(s,)))
                   for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
         results: dict[str, Any] = {"name": "optuna", "study_name": self.study_name,
-                                   "storage": where, "trials": counts}
+                                   "storage": self.where, "trials": counts}
         best = study.best_trials if counts["complete"] else []
         if len(self.directions) == 1 and best:
             (trial,) = best[:1]
@@ -236,7 +235,7 @@ class Search:
         Path(self.sweep_dir).mkdir(parents=True, exist_ok=True)
         OmegaConf.save(OmegaConf.create(results),
                        Path(self.sweep_dir) / "optimization_results.yaml")
-        log.info("watch the study with: optuna-dashboard %s", where)
+        log.info("watch the study with: optuna-dashboard %s", self.where)
 
 
 def _tell(study: optuna.Study, trial: Trial, **result: Any) -> None:
