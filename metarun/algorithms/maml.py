@@ -38,6 +38,9 @@ class MAML(Algorithm):
         test_inner_lr: inner step size at meta-test (default: ``inner_lr``).
         test_inner_steps: inner steps at meta-test.
         first_order: drop second-order terms of the meta-gradient (FOMAML).
+        first_order_steps: first order for the first this many meta-updates, second order
+            after: derivative-order annealing (Antoniou et al.'s "DA"), whose first-order
+            steps take about half the time (``conf/algo_data/maml_omniglot.yaml``).
         bn_mode: see :class:`~metarun.algorithms.base.Algorithm`.
         head: where each task's inner loop starts the linear head. ``"learned"``: from
             meta-learned weights (the paper). ``"zero"``: from zeros, every task (the
@@ -73,6 +76,7 @@ class MAML(Algorithm):
         task_type: TaskType = CLASSIFICATION,
         train_queries: int | None = None,
         checkpoint_inner: bool = False,
+        first_order_steps: int = 0,
     ) -> None:
         super().__init__(bn_mode=bn_mode, task_type=task_type, train_queries=train_queries)
         if task_type.has_classes and ways < 2:
@@ -89,6 +93,9 @@ class MAML(Algorithm):
             )
         if head not in HEADS:
             raise ValueError(f"algo.head must be one of {HEADS}; got {head!r}")
+        if isinstance(first_order_steps, bool) or first_order_steps < 0:
+            raise ValueError(f"algo.first_order_steps must be a non-negative integer; got "
+                             f"{first_order_steps!r}")
         self.ways = ways
         out_dim = backbone.out_dim
         self.net = nn.Sequential(backbone, nn.Linear(out_dim, task_type.outputs(ways)))
@@ -100,6 +107,7 @@ class MAML(Algorithm):
         self.test_inner_lr = float(inner_lr if test_inner_lr is None else test_inner_lr)
         self.test_inner_steps = int(test_inner_steps)
         self.first_order = first_order
+        self.first_order_steps, self.steps_done = int(first_order_steps), 0
         self.vectorize = vectorize
         self.checkpoint_inner = checkpoint_inner
         if vectorize and checkpoint_inner:
@@ -151,9 +159,12 @@ class MAML(Algorithm):
         """Per-step tensors of the learner that are not adapted (MAML: none)."""
         return None
 
+    def scheduled(self, step: int) -> None:
+        self.steps_done = step - 1
+
     def _create_graph(self) -> bool:
         """Whether meta-training keeps second-order terms now."""
-        return not self.first_order
+        return not self.first_order and self.steps_done >= self.first_order_steps
 
     @property
     def second_order(self) -> bool:

@@ -86,21 +86,22 @@ class MAMLpp(MAML):
         epoch_steps: int = 500,
         task_type: TaskType = CLASSIFICATION,
     ) -> None:
-        super().__init__(backbone, ways, inner_lr=inner_lr, inner_steps=inner_steps,
-                         test_inner_steps=test_inner_steps, first_order=first_order,
-                         bn_mode=bn_mode, head=head, vectorize=vectorize,
-                         task_type=task_type, train_queries=train_queries,
-                         checkpoint_inner=checkpoint_inner)
         for key, value in (("algo.msl_epochs", msl_epochs), ("algo.epoch_steps", epoch_steps)):
             if value < 1:
                 raise ValueError(f"{key} must be at least 1; got {value}")
         if first_order_epochs < 0:
             raise ValueError(f"algo.first_order_epochs must be non-negative; got "
                              f"{first_order_epochs}")
+        super().__init__(backbone, ways, inner_lr=inner_lr, inner_steps=inner_steps,
+                         test_inner_steps=test_inner_steps, first_order=first_order,
+                         bn_mode=bn_mode, head=head, vectorize=vectorize,
+                         task_type=task_type, train_queries=train_queries,
+                         checkpoint_inner=checkpoint_inner,
+                         first_order_steps=first_order_epochs * epoch_steps)
         self.multi_step_loss, self.msl_epochs = multi_step_loss, msl_epochs
         self.learn_inner_lrs = learn_inner_lrs
         self.per_step_bn_weights, self.per_step_bn_stats = per_step_bn_weights, per_step_bn_stats
-        self.first_order_epochs, self.epoch_steps = first_order_epochs, epoch_steps
+        self.epoch_steps = epoch_steps
         self.epoch = 0
         steps = self.inner_steps
         norms = {name: m for name, m in self.net.named_modules()
@@ -129,6 +130,7 @@ class MAMLpp(MAML):
                     self._stat_names.append(name)
 
     def scheduled(self, step: int) -> None:
+        super().scheduled(step)
         self.epoch = (step - 1) // self.epoch_steps
 
     # -- the hooks of MAML ------------------------------------------------------------------
@@ -156,9 +158,6 @@ class MAMLpp(MAML):
             return tensors
 
         return state
-
-    def _create_graph(self) -> bool:
-        return not self.first_order and self.epoch >= self.first_order_epochs
 
     def _query_loss(self, learner: nn.Module, trajectory: list[Params], query_x: Tensor,
                     query_y: Tensor) -> tuple[Tensor, Tensor]:

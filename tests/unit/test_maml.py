@@ -98,6 +98,23 @@ def test_orders_differ() -> None:
     assert not torch.allclose(second, first, rtol=1e-3)
 
 
+def test_first_order_steps_are_first_order_then_second_order() -> None:
+    batch = _batch()
+    second, first = _meta_grad(_maml(False), batch), _meta_grad(_maml(True), batch)
+    torch.manual_seed(0)
+    annealed = MAML(Tiny(), ways=WAYS, inner_lr=0.5, inner_steps=2, bn_mode="running",
+                    first_order_steps=3).double()
+    assert annealed.second_order  # what precision and compile checks read: it ends second order
+    for step, expected in [(1, first), (3, first), (4, second), (9, second)]:
+        annealed.scheduled(step)
+        torch.testing.assert_close(_meta_grad(annealed, batch), expected)
+
+
+def test_a_negative_first_order_steps_is_refused() -> None:
+    with pytest.raises(ValueError, match="algo.first_order_steps"):
+        MAML(Tiny(), ways=WAYS, first_order_steps=-1)
+
+
 def test_inner_loop_is_gradient_descent_on_a_quadratic() -> None:
     # f(w) = 0.5 * ||A w - b||^2 as "loss_fn(prediction, target)": one step is w - lr * A^T(Aw - b).
     torch.manual_seed(0)
