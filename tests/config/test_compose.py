@@ -113,7 +113,7 @@ def test_maml_on_omniglot_chooses_its_recipe_and_keeps_the_test_protocol() -> No
     keep the task's 15, and the paper experiments keep their own recipe."""
     cfg = compose_config("algo=maml", "data=omniglot")
     assert (cfg.algo.train_queries, cfg.eval.queries, cfg.train.lr_schedule) == (2, 15, "cosine")
-    assert (cfg.train.iterations, cfg.train.meta_batch) == (1000, 16)
+    assert (cfg.train.iterations, cfg.train.meta_batch) == (1200, 16)
     assert compose_config("algo=maml", "data=omniglot", "task=20w1s").eval.queries == 5
     paper = compose_config("experiment=maml_omniglot_5w1s")
     assert (paper.algo.train_queries, paper.train.lr_schedule) == (None, "constant")
