@@ -102,7 +102,6 @@ class MAMLpp(MAML):
         self.learn_inner_lrs = learn_inner_lrs
         self.per_step_bn_weights, self.per_step_bn_stats = per_step_bn_weights, per_step_bn_stats
         self.epoch_steps = epoch_steps
-        self.epoch = 0
         steps = self.inner_steps
         norms = {name: m for name, m in self.net.named_modules()
                  if isinstance(m, nn.modules.batchnorm._BatchNorm)}
@@ -129,9 +128,10 @@ class MAMLpp(MAML):
                                          .clone())
                     self._stat_names.append(name)
 
-    def scheduled(self, step: int) -> None:
-        super().scheduled(step)
-        self.epoch = (step - 1) // self.epoch_steps
+    @property
+    def epoch(self) -> int:
+        """The epoch of the meta-update the trainer last announced (:meth:`scheduled`)."""
+        return self.steps_done // self.epoch_steps
 
     # -- the hooks of MAML ------------------------------------------------------------------
 
