@@ -182,14 +182,21 @@ def hardware(device: str) -> str:
     return text
 
 
+#: What a run executes (its code and configuration): a change elsewhere (docs, tests, or this
+#: script's own records, written by an earlier invocation) does not make a row ``+changes``.
+RUN_PATHS = ("metarun", "conf", "hydra_plugins", "bench", "pyproject.toml")
+NOT_RUN = (":(exclude)bench/results.json",)
+
+
 def commit() -> str:
-    """The checkout's commit (``+changes`` when the tree differs from it)."""
+    """The checkout's commit (``+changes`` when its code or configuration differs from it)."""
     def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=HERE, capture_output=True, text=True,
+        return subprocess.run(["git", *args], cwd=HERE.parent, capture_output=True, text=True,
                               check=False).stdout.strip()
 
     head = git("rev-parse", "--short", "HEAD") or "unknown"
-    return head + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", *RUN_PATHS, *NOT_RUN)
+    return head + ("+changes" if changed else "")
 
 
 #: What a record keeps of a summary: what the table shows, and nothing machine-specific.
@@ -288,7 +295,8 @@ def render(rows: list[Row], device: str, scale: float, rows_file: Path) -> str:
         "checkpoint with the best validation score. Each row's command reproduces it; `budget` "
         "is `train.max_time` (a run also ends at its `train.iterations`); `(budget)` marks a "
         "run the budget stopped. The difference is ours minus the paper's, in points. "
-        "`+changes`: the checkout had uncommitted changes to tracked files.\n\n",
+        "`+changes`: the checkout had uncommitted changes to its code or configuration "
+        f"({', '.join(RUN_PATHS)}).\n\n",
         line(HEADER) + "\n", line(["---"] * len(HEADER)) + "\n", *table,
     ]
     notes = [f"- {r.method} (`{r.name}`): {r.note}\n" for r in shown if r.note]
