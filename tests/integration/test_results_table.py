@@ -151,3 +151,37 @@ def test_every_shipped_row_names_an_experiment_or_states_its_paper() -> None:
         cfg = compose_config(*row.args)
         # The baselines' paper reports no Omniglot number; their files say so.
         assert row.paper or cfg.paper or row.name.startswith("baseline"), row.name
+
+
+def test_a_row_is_marked_changed_only_by_changes_to_code_or_configuration(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    import subprocess
+
+    results = _results()
+    repo = tmp_path / "repo"
+    for name in ("bench/results.py", "bench/results.json", "conf/a.yaml", "docs/results.md",
+                 "README.md", "metarun/x.py"):
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / name).write_text("0\n")
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=repo,
+                       check=True, capture_output=True)
+
+    git("init", "-q")
+    git("add", "-A")
+    git("commit", "-q", "-m", "rows")
+    monkeypatch.setattr(results, "HERE", repo / "bench")
+    head = results.commit()
+    assert len(head) >= 7 and "+" not in head
+    for name in ("docs/results.md", "README.md", "bench/results.json"):  # what a run writes
+        (repo / name).write_text("1\n")
+    (repo / "untracked.txt").write_text("1\n")
+    assert results.commit() == head
+    for name in ("conf/a.yaml", "metarun/x.py"):
+        (repo / name).write_text("1\n")
+        assert results.commit() == head + "+changes", name
+        (repo / name).write_text("0\n")
+    assert results.commit() == head
