@@ -17,6 +17,7 @@ statistics (``algo.bn_mode=batch``, the gradient methods' default) are per task 
 
 from __future__ import annotations
 
+import atexit
 import functools
 import os
 from collections.abc import Callable
@@ -70,6 +71,15 @@ def _collective(method: _F) -> _F:
     return wrapper  # type: ignore[return-value]
 
 
+def leave_group() -> None:
+    """Destroy the process group, if there is one (at exit). Why: a gloo group left to the
+    interpreter's finalization can abort a process whose run succeeded ("terminate called
+    without an active exception", exit -6; pytorch/pytorch#190489), as a resumed two-process
+    run did once in CI."""
+    if torch_dist.is_initialized():
+        torch_dist.destroy_process_group()
+
+
 @dataclass(frozen=True)
 class Dist:
     """The process's place in a data-parallel run: ``rank`` of ``world`` processes.
@@ -95,6 +105,7 @@ class Dist:
         if not torch_dist.is_initialized():
             backend = "nccl" if device.type == "cuda" else "gloo"
             torch_dist.init_process_group(backend, timeout=TIMEOUT)
+            atexit.register(leave_group)
         return cls(torch_dist.get_rank(), torch_dist.get_world_size())
 
     def shard(self, batch: _R) -> _R:

@@ -225,3 +225,31 @@ def test_parallel_sweep_jobs_take_free_slots_their_share_of_threads_and_their_ow
             assert torch.get_num_threads() == 3  # the key wins over the share
     finally:
         torch.set_num_threads(threads)
+
+
+def test_joining_a_group_registers_its_destruction_at_exit(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Left to the interpreter's finalization, a gloo group can abort a process whose run
+    succeeded (exit -6); ``Dist.from_env`` destroys it at exit instead."""
+    import atexit
+
+    from metarun.engine import distributed
+
+    registered: list[Callable[[], None]] = []
+    monkeypatch.setattr(atexit, "register", registered.append)
+    # A launcher's environment; a group of one process, so it forms at once in this process.
+    monkeypatch.setattr(distributed, "env_world_size", lambda: 2)
+    for key, value in dict(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), RANK="0",
+                           WORLD_SIZE="1").items():
+        monkeypatch.setenv(key, value)
+    assert not torch_dist.is_initialized()
+    try:
+        dist = Dist.from_env(torch.device("cpu"))
+        assert (dist.rank, dist.world) == (0, 1) and torch_dist.is_initialized()
+        assert registered == [distributed.leave_group]
+        registered[0]()
+        assert not torch_dist.is_initialized()
+        distributed.leave_group()  # nothing left to destroy: a no-op
+    finally:
+        if torch_dist.is_initialized():
+            torch_dist.destroy_process_group()
