@@ -9,6 +9,7 @@ import importlib.util
 import json
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -155,10 +156,6 @@ def test_every_shipped_row_names_an_experiment_or_states_its_paper() -> None:
 
 def test_a_row_is_marked_changed_only_by_changes_to_code_or_configuration(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    if shutil.which("git") is None:
-        pytest.skip("git is not installed")
-    import subprocess
-
     results = _results()
     repo = tmp_path / "repo"
     for name in ("bench/results.py", "bench/results.json", "conf/a.yaml", "docs/results.md",
