@@ -6,8 +6,10 @@ once per meta-update. A new schedule is one function and one entry here.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from torch.optim import Optimizer, lr_scheduler
 
@@ -83,7 +85,44 @@ def make_schedule(optimizer: Optimizer, name: str,
     if settings.step_every < 1 or not 0 < settings.gamma <= 1:
         raise ValueError("train.lr_step_every must be at least 1 and train.lr_gamma in "
                          f"(0, 1]; got {settings.step_every}, {settings.gamma}")
-    return SCHEDULES[name](optimizer, settings)
+    scheduler = SCHEDULES[name](optimizer, settings)
+    if scheduler is not None and name in LENGTH_SCHEDULES:
+        # Saved with the state (LRScheduler.state_dict keeps every attribute), so that a
+        # resumed run knows the length its rate was laid over (see restore).
+        scheduler.iterations = settings.iterations  # type: ignore[attr-defined]
+    return scheduler
+
+
+def restore(scheduler: Scheduler, state: dict[str, Any]) -> int | None:
+    """Load a checkpoint's schedule ``state`` into ``scheduler``, which was built from the
+    resumed run's settings.
+
+    A run continued with another ``train.iterations`` keeps its step count, but a cosine or
+    linear rate is laid over the new length from there on: the next step takes the rate that
+    a run of the new length takes at that step (torch's cosine would otherwise keep the old
+    length, whose cosine turns back up past its end, and the linear rate would take one more
+    step at its old value). Returns the old length when it differed, else ``None``.
+    """
+    length = getattr(scheduler, "iterations", None)
+    scheduler.load_state_dict(state)
+    if length is None:
+        return None
+    before = state.get("iterations", state.get("T_max"))  # T_max: older cosine checkpoints
+    scheduler.iterations = length  # type: ignore[attr-defined]
+    if before == length:
+        return None  # unchanged: the loaded state is exactly the uninterrupted run's
+    if isinstance(scheduler, lr_scheduler.CosineAnnealingLR):
+        scheduler.T_max = length  # its recursion then goes on from the rate set below
+        t, low = min(scheduler.last_epoch, length), scheduler.eta_min
+        lrs = [low + (base - low) * (1 + math.cos(math.pi * t / length)) / 2
+               for base in scheduler.base_lrs]
+    else:  # the linear LambdaLR: closed form in the step, as its get_lr
+        lrs = [base * factor(scheduler.last_epoch) for factor, base in
+               zip(scheduler.lr_lambdas, scheduler.base_lrs, strict=True)]  # type: ignore[attr-defined]
+    for group, lr in zip(scheduler.optimizer.param_groups, lrs, strict=True):
+        group["lr"] = lr
+    scheduler._last_lr = lrs  # what get_last_lr() reports
+    return None if before is None else int(before)
 
 
 def budget_warning(schedule: str, iterations: int, max_time: object) -> str | None:

@@ -18,6 +18,7 @@ import torch
 
 from metarun.algorithms.base import Algorithm
 from metarun.data.episodes import FixedEpisodes
+from metarun.engine import schedules
 from metarun.engine.checkpoint import rng_state, save_checkpoint, set_rng_state
 from metarun.engine.distributed import Dist
 from metarun.engine.evaluate import evaluate
@@ -143,7 +144,12 @@ class Trainer:
         self.algorithm.load_state_dict(blob["algorithm"])
         self.optimizer.load_state_dict(blob["optimizer"])
         if self.scheduler is not None and blob.get("scheduler") is not None:
-            self.scheduler.load_state_dict(blob["scheduler"])
+            before = schedules.restore(self.scheduler, blob["scheduler"])
+            if before is not None:
+                log.warning("the learning-rate schedule was laid over %d steps, and "
+                            "train.iterations is now %d: from step %d the rate is a %d-step "
+                            "run's (%.3g)", before, self.iterations, step + 1,
+                            self.iterations, self.optimizer.param_groups[0]["lr"])
         self.precision.load_state_dict(blob.get("scaler"))
         if blob.get("best"):
             b = dict(blob["best"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 import signal
 from dataclasses import replace
@@ -153,6 +154,20 @@ def test_a_stopped_run_resumes_exactly(omniglot, tmp_path: Path,  # type: ignore
     control = _trainer(omniglot, tmp_path / "control", resume=blob, augment=augment)
     control.fit()
     assert any(not torch.equal(v, expected[k]) for k, v in _weights(control).items())
+
+
+def test_a_cosine_run_continued_to_more_steps_anneals_over_the_new_length(
+        omniglot, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:  # type: ignore[no-untyped-def]
+    _trainer(omniglot, tmp_path, iterations=STEPS).fit()
+    blob, _ = load_resumable(tmp_path / "checkpoints")
+    caplog.set_level("WARNING", logger="metarun")
+    _trainer(omniglot, tmp_path, iterations=2 * STEPS, resume=blob).fit()
+    assert f"laid over {STEPS} steps, and train.iterations is now {2 * STEPS}" in caplog.text
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    lrs = {r["step"]: r["lr"] for r in records if "lr" in r}
+    for step in range(STEPS + 1, 2 * STEPS + 1):  # the rate a 12-step run takes there
+        expected = 1e-3 * (1 + math.cos(math.pi * (step - 1) / (2 * STEPS))) / 2
+        assert lrs[step] == pytest.approx(expected, rel=1e-9), step
 
 
 def test_training_does_not_depend_on_how_often_it_validates(omniglot, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
