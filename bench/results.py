@@ -34,8 +34,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -45,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from _provenance import RUN_PATHS, SUMMARY_KEYS, TEST_KEYS, commit, hardware, load_records
 from _recipes import changed_recipe, fingerprint, recipe
 
 from metarun.configs import parse_duration
@@ -163,61 +162,6 @@ def dataset_of(run_dir: Path) -> str:
         return "?"
 
 
-def hardware(device: str) -> str:
-    """The machine in words: CPU model, cores, torch and its threads (and the GPU on cuda)."""
-    import torch
-
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    text = (f"{model}, {os.cpu_count()} cores, torch {torch.__version__} with "
-            f"{torch.get_num_threads()} threads")
-    if device.startswith("cuda") and torch.cuda.is_available():
-        text += f", {torch.cuda.get_device_name()}"
-    return text
-
-
-#: What a run executes (its code and configuration): a change elsewhere (docs, tests, or this
-#: script's own records, written by an earlier invocation) does not make a row ``+changes``.
-RUN_PATHS = ("metarun", "conf", "hydra_plugins", "bench", "pyproject.toml")
-NOT_RUN = (":(exclude)bench/results.json",)
-
-
-def commit() -> str:
-    """The checkout's commit (``+changes`` when its code or configuration differs from it)."""
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=HERE.parent, capture_output=True, text=True,
-                              check=False).stdout.strip()
-
-    head = git("rev-parse", "--short", "HEAD") or "unknown"
-    changed = git("status", "--porcelain", "--untracked-files=no", "--", *RUN_PATHS, *NOT_RUN)
-    return head + ("+changes" if changed else "")
-
-
-#: What a record keeps of a summary: what the table shows, and nothing machine-specific.
-SUMMARY_KEYS = ("status", "metric", "steps", "stopped", "seconds", "eval_task", "paper")
-TEST_KEYS = ("acc", "mse", "ci95", "episodes", "median", "diverged")
-
-
-def load_records(path: Path) -> dict[str, dict[str, Any]]:
-    """The kept rows of ``path`` by name (``{}`` when there is no such file)."""
-    try:
-        records = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {}
-    except (OSError, json.JSONDecodeError) as err:
-        raise SystemExit(f"{path}: not a results record ({err}); fix or remove it") from err
-    if not isinstance(records, dict) or not all(isinstance(r, dict) and "command" in r
-                                                for r in records.values()):
-        raise SystemExit(f"{path}: not a results record (a JSON object of rows by name)")
-    return records
-
-
 def record_of(row: Row, out: Path, device: str, scale: float) -> dict[str, Any]:
     """The row's record: its command, when, at which commit and where it ran, and the part of
     its summary the table shows."""
@@ -229,7 +173,7 @@ def record_of(row: Row, out: Path, device: str, scale: float) -> dict[str, Any]:
     except OSError:
         when = datetime.date.today()
     return {"command": command_line(row, device, scale), "date": when.isoformat(),
-            "commit": commit(), "hardware": hardware(device), "data": row.data,
+            "commit": commit(HERE.parent), "hardware": hardware(device), "data": row.data,
             "recipe_sha256": fingerprint(row.config), "summary": kept}
 
 

@@ -155,7 +155,7 @@ def test_every_shipped_row_names_an_experiment_or_states_its_paper() -> None:
 
 
 def test_a_row_is_marked_changed_only_by_changes_to_code_or_configuration(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path) -> None:
     results = _results()
     repo = tmp_path / "repo"
     for name in ("bench/results.py", "bench/results.json", "conf/a.yaml", "docs/results.md",
@@ -170,15 +170,14 @@ def test_a_row_is_marked_changed_only_by_changes_to_code_or_configuration(
     git("init", "-q")
     git("add", "-A")
     git("commit", "-q", "-m", "rows")
-    monkeypatch.setattr(results, "HERE", repo / "bench")
-    head = results.commit()
+    head = results.commit(repo)
     assert len(head) >= 7 and "+" not in head
     for name in ("docs/results.md", "README.md", "bench/results.json"):  # what a run writes
         (repo / name).write_text("1\n")
     (repo / "untracked.txt").write_text("1\n")
-    assert results.commit() == head
+    assert results.commit(repo) == head
     for name in ("conf/a.yaml", "metarun/x.py"):
         (repo / name).write_text("1\n")
-        assert results.commit() == head + "+changes", name
+        assert results.commit(repo) == head + "+changes", name
         (repo / name).write_text("0\n")
-    assert results.commit() == head
+    assert results.commit(repo) == head
