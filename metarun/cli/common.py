@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 
 from metarun.cli.checks import check_output_dir, check_overrides, check_renamed
 from metarun.cli.parallel import machine_share
-from metarun.cli.ranks import check_launcher, follower_args
+from metarun.cli.ranks import check_launcher, end_rank, follower_args
 from metarun.cli.sweep import FAILED_JOBS, register_resolvers
 from metarun.configs import config_dir
 from metarun.errors import EXIT_BAD_INPUT, EXIT_ERROR, EXIT_PREEMPTED, exit_status
@@ -156,6 +156,8 @@ def main(command: Command, argv: list[str] | None = None, prog: str | None = Non
     (``prog``: the name its error lines start with, if not the command's)."""
     import hydra
 
+    from metarun.engine.distributed import env_world_size
+
     args = expand_device_shorthand(sys.argv[1:] if argv is None else argv)
     if command.rewrite is not None:
         args = command.rewrite(args)
@@ -170,4 +172,6 @@ def main(command: Command, argv: list[str] | None = None, prog: str | None = Non
 
     app = hydra.main(version_base="1.3", config_path=config_dir(),
                      config_name=command.config_name)(task)
+    if env_world_size() > 1:  # one rank of a data-parallel run
+        end_rank(lambda: run_app(prog or command.prog, app, problem))
     run_app(prog or command.prog, app, problem)

@@ -3,6 +3,9 @@ rank of a data-parallel run."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import NoReturn
+
 
 def follower_args(argv: list[str]) -> list[str]:
     """Under a launcher, a rank other than 0 writes nothing of its own: Hydra's directory for
@@ -29,3 +32,38 @@ def check_launcher(argv: list[str]) -> str | None:
         return ("a sweep (-m) cannot run under torchrun: sweep with dist.nproc=N instead, "
                 "or start torchrun once per run")
     return None
+
+
+def end_rank(body: Callable[[], object]) -> NoReturn:
+    """Run a rank's command, then end the process with ``os._exit`` and the command's exit
+    status, after the exit handlers (the process group's destruction among them) and a flush.
+
+    Why: a process with a gloo group can still abort as the interpreter finalizes ("terminate
+    called without an active exception", exit -6) when C++ objects of torch.distributed are
+    destroyed then (pytorch/pytorch#190489, #179291). Destroying the group at exit made it
+    rarer but not impossible: a two-process run stopped by a NaN loss still aborted once in
+    twelve here, so the launcher reported exit status 1 instead of the run's 3. Nothing is
+    left to finalize once the handlers have run: summaries and checkpoints are written and
+    closed, and the log handlers are flushed by ``logging``'s own exit handler.
+    """
+    import atexit
+    import os
+    import sys
+    import traceback
+
+    status = 0
+    try:
+        body()
+    except SystemExit as e:  # what Python would print and return for it
+        if isinstance(e.code, str):
+            print(e.code, file=sys.stderr)
+        status = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except KeyboardInterrupt:
+        status = 130
+    except BaseException:  # noqa: BLE001 - printed as the interpreter would, status 1
+        traceback.print_exc()
+        status = 1
+    atexit._run_exitfuncs()  # noqa: SLF001 - the handlers os._exit would skip
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(status)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -252,3 +254,28 @@ def test_joining_a_group_registers_its_destruction_at_exit(
         distributed.leave_group()  # nothing left to destroy: a no-op
     finally:
         distributed.leave_group()
+
+
+@pytest.mark.parametrize(("body", "status", "printed"), [
+    ("pass", 0, ""),
+    ("sys.exit(3)", 3, ""),
+    ("sys.exit('no data here')", 1, "no data here"),
+    ("raise RuntimeError('boom')", 1, "RuntimeError: boom"),
+])
+def test_a_rank_ends_with_its_commands_status_after_the_exit_handlers(
+        body: str, status: int, printed: str) -> None:
+    """end_rank leaves by os._exit (skipping the interpreter's finalization, where a gloo
+    group can abort the process) but runs the exit handlers first and keeps the status."""
+    code = ("import atexit, sys\n"
+            "from metarun.cli.ranks import end_rank\n"
+            "atexit.register(print, 'handlers ran')\n"
+            "def body():\n"
+            "    print('partial line, not flushed', end='')\n"
+            f"    {body}\n"
+            "end_rank(body)\n"
+            "print('never reached')\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert proc.returncode == status, proc.stderr
+    assert proc.stdout == "partial line, not flushedhandlers ran\n"
+    assert printed in proc.stderr
