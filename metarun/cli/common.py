@@ -172,6 +172,9 @@ def main(command: Command, argv: list[str] | None = None, prog: str | None = Non
 
     app = hydra.main(version_base="1.3", config_path=config_dir(),
                      config_name=command.config_name)(task)
+    def run() -> None:
+        run_app(prog or command.prog, app, problem)
+
     if env_world_size() > 1:  # one rank of a data-parallel run
-        end_rank(lambda: run_app(prog or command.prog, app, problem))
-    run_app(prog or command.prog, app, problem)
+        end_rank(run)
+    run()
