@@ -5,6 +5,7 @@ one error line, or ``None``."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -138,10 +139,17 @@ def check_overrides(argv: list[str], config_name: str = "config") -> str | None:
         for i, job in enumerate(jobs):
             problem = _check_job(job, config_name, check_values=not flags & {"--cfg", "-c"})
             if problem:
-                values = " ".join(o for o in job if _key(o) in swept)
-                where = f"the search space at {values}" if search else f"sweep job {i}: {values}"
-                return problem + (f" ({where})" if values else "")
+                values = [o for o in job if _key(o) in swept]
+                if search:  # a composed point, not a trial: the keys the message names
+                    values = [o for o in values if _names(problem, _key(o))] or values
+                where = "the search space at" if search else f"sweep job {i}:"
+                return problem + (f" ({where} {' '.join(values)})" if values else "")
     return None
+
+
+def _names(message: str, key: str) -> bool:
+    """Whether ``message`` names the config key ``key`` (not as part of a longer key)."""
+    return re.search(rf"(?<![\w.]){re.escape(key)}(?![\w.])", message) is not None
 
 
 def _check_job(overrides: list[str], config_name: str, check_values: bool) -> str | None:

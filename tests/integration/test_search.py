@@ -217,7 +217,9 @@ def test_a_two_objective_search_opens_in_optuna_dashboard(tmp_path: Path,
     (["algo.inner_lrr=interval(0.1, 0.2)"], "Could not override 'algo.inner_lrr'"),
     (["algo.inner_steps=choice(1, abc)"], "algo.inner_steps must be an integer; got 'abc' "
                                           "(the search space at algo.inner_steps=abc"),
-    (["optim.lr=range(-1, 1)"], "optim.lr must be positive; got -1 (the search space at"),
+    # only the key the message names, not the other keys of the composed point
+    (["optim.lr=range(-1, 1)"], "optim.lr must be positive; got -1 (the search space at "
+                                "optim.lr=-1)"),
     # the ready space's keys too: MAML's space over ProtoNet
     (["algo=protonet"], "Could not override 'algo.inner_lr'"),
 ])
