@@ -134,27 +134,42 @@ def test_a_search_killed_after_two_trials_goes_on_when_run_again(tmp_path: Path,
     assert third_run.returncode == 0 and len(study_of(storage).trials) == 4
 
 
-def test_a_median_pruner_prunes_a_trial_that_cannot_learn(tmp_path: Path,
-                                                         env: dict[str, str]) -> None:
+@pytest.mark.parametrize("pruner, lrs", [
+    (["hydra/sweeper/pruner=median", "hydra.sweeper.pruner.n_startup_trials=1"], [0.01, 1e-9]),
+    (["hydra/sweeper/pruner=successive_halving", "hydra.sweeper.pruner.min_resource=10"],
+     [0.01, 1e-9]),
+    # two brackets: trials 0 and 2 share the one that cuts at step 10 (by Optuna's hash of
+    # the study name and trial number); trial 1 is alone in the other and runs to the end
+    (["hydra/sweeper/pruner=hyperband", "hydra.sweeper.pruner.min_resource=10",
+      "hydra.sweeper.pruner.max_resource=30"], [0.01, 0.01, 1e-9]),
+], ids=["median", "successive_halving", "hyperband"])
+def test_a_pruner_prunes_a_trial_that_cannot_learn(tmp_path: Path, env: dict[str, str],
+                                                   pruner: list[str], lrs: list[float]) -> None:
     storage = f"sqlite:///{tmp_path / 'search.db'}"
     study = optuna.create_study(study_name="maml", storage=open_storage(storage))
-    # two trials that differ only in the meta learning rate: one that learns, then one that
-    # cannot move the weights (its validations stay those of the initial model)
-    for lr in (0.01, 1e-9):
+    # trials that differ only in the meta learning rate: the last cannot move the weights
+    # (its validations stay those of the initial model); the others learn
+    for lr in lrs:
         study.enqueue_trial({"optim.lr": lr, "algo.inner_lr": 0.01, "algo.inner_steps": 1})
-    proc = metarun(search(tmp_path, "hydra.sweeper.n_trials=2", f"hydra.sweeper.storage={storage}",
-                          "hydra/sweeper/pruner=median", "hydra.sweeper.pruner.n_startup_trials=1",
+    proc = metarun(search(tmp_path, f"hydra.sweeper.n_trials={len(lrs)}",
+                          f"hydra.sweeper.storage={storage}", *pruner,
                           "optim.lr=tag(log, interval(1e-9, 0.1))", *SINE,
-                          "train.iterations=30", "train.eval_every=10"), env, tmp_path)
+                          "train.iterations=30", "train.eval_every=10",
+                          # the same 50 episodes for every trial: the learners' validations
+                          # are then below the initial model's at every step
+                          "eval.val_episodes=50"), env, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     trials = study_of(storage).trials
-    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.PRUNED]
-    pruned = read_summary(tmp_path / "sweep" / "1")
+    last = str(len(lrs) - 1)
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * (len(lrs) - 1) + [
+        TrialState.PRUNED]
+    pruned = read_summary(tmp_path / "sweep" / last)
     assert pruned is not None and pruned["status"] == "pruned"
-    assert "pruned by the search after the validation of step " in pruned["error"]
+    # each cuts at its first rung, the first validation (the median: no warm-up steps)
+    assert "pruned by the search after the validation of step 10" in pruned["error"]
     with (tmp_path / "sweep" / "report.csv").open() as f:
         assert [(r["run"], r["status"]) for r in csv.DictReader(f)] == [
-            ("0", "completed"), ("1", "pruned")]
+            (str(i), "completed") for i in range(len(lrs) - 1)] + [(last, "pruned")]
     assert "did not complete" not in proc.stderr  # a pruned trial is not a failure
 
 
