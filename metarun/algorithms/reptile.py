@@ -20,15 +20,15 @@ class Reptile(MAML):
 
     For each task, ``inner_steps`` full-batch steps of SGD or Adam (Adam with
     ``beta1 = 0``, as in the paper) on all of the task's labelled images (support and query)
-    give adapted weights ``phi``. The meta-loss is ``0.5 * ||theta - mean(phi)||^2`` over the
-    meta-batch, whose gradient is ``theta - mean(phi)``: one step of plain SGD with learning
+    give adapted weights ``phi``. The meta-loss is ``mean over tasks of 0.5 * ||theta - phi||^2``,
+    whose gradient is ``theta - mean(phi)``: one step of plain SGD with learning
     rate ``epsilon`` (``optim=sgd optim.lr=epsilon optim.momentum=0``) is exactly the batched
     Reptile update ``theta <- theta + epsilon * (mean(phi) - theta)``; ``train.meta_batch=1``
     is serial Reptile. Another meta-optimizer (Adam) treats ``theta - mean(phi)`` as a gradient.
     No second-order terms. Meta-test fine-tunes on the support set the same way, with
     ``test_inner_steps`` steps of size ``test_inner_lr``.
 
-    The logged training loss is that distance; the logged metric (accuracy or MSE) is the
+    The logged training loss is that mean distance; the logged metric (accuracy or MSE) is the
     adapted weights' on the task's own examples. Classification and regression alike.
 
     Args:
@@ -92,8 +92,11 @@ class Reptile(MAML):
             with torch.no_grad():
                 accs.append(self.task_type.score(functional_call(self.net, phi, (x,)), y))
             adapted.append(phi)
+        # The mean over tasks of each task's distance, whose gradient is theta - mean(phi):
+        # its value, unlike the distance to mean(phi), is a mean of per-task terms, so a
+        # data-parallel run's mean of its ranks' equal shares logs the one-process value.
         loss = torch.stack([
-            0.5 * (p - torch.stack([phi[n] for phi in adapted]).mean(0)).pow(2).sum()
+            0.5 * (p - torch.stack([phi[n] for phi in adapted])).pow(2).sum() / len(adapted)
             for n, p in self.net.named_parameters()
         ]).sum()
         return StepOutput(loss, {self.task_type.metric: float(torch.stack(accs).mean())})

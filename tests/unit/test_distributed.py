@@ -1,6 +1,7 @@
 """Data parallelism is exact: two gloo processes, each training its half of every meta-batch
-through the trainer's own step, give the one-process meta-gradient (to 1e-6) and weights
-after a few steps (to 1e-5), for second-order MAML, ProtoNet and Reptile."""
+through the trainer's own step, give the one-process meta-gradient and logged loss and metric
+(to 1e-6) and weights after a few steps (to 1e-5), for second-order MAML, ProtoNet and
+Reptile."""
 
 from __future__ import annotations
 
@@ -82,13 +83,13 @@ def _train(dist: Dist) -> dict[str, Any]:
         trainer = Trainer(algorithm, optimizer,
                           _RandomTasks(), None, settings,  # type: ignore[arg-type]
                           checkpoint_dir=Path("unused"), metrics=None, dist=dist)
-        grads = None
+        grads, logged = None, []
         for step in range(1, STEPS + 1):
-            trainer._update(step)
+            logged.append(trainer._update(step))  # the step's loss and metric
             if grads is None:
                 grads = {n: p.grad.clone() for n, p in algorithm.named_parameters()
                          if p.grad is not None}
-        results[name] = {"grads": grads, "state": algorithm.state_dict(),
+        results[name] = {"grads": grads, "logged": logged, "state": algorithm.state_dict(),
                          "weights": {n: p.detach() for n, p in algorithm.named_parameters()}}
     return results
 
@@ -140,6 +141,8 @@ def test_two_processes_give_the_one_process_gradient_and_weights(
     one = one_process[name]
     for rank, results in enumerate(two_processes):
         _assert_close(results[name]["grads"], one["grads"], 1e-6, f"{name} rank {rank} grad")
+        # the logged loss and metric of step 1 (later ones follow weights that may differ)
+        assert results[name]["logged"][0] == pytest.approx(one["logged"][0], rel=1e-6, abs=1e-6)
         if name not in GRADIENT_ONLY:
             _assert_close(results[name]["weights"], one["weights"], 1e-5,
                           f"{name} rank {rank} weights after {STEPS} steps")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call
@@ -80,10 +81,15 @@ def test_reptile_update_is_the_formula() -> None:
     epsilon = 0.7
     outer = torch.optim.SGD(model.parameters(), lr=epsilon)
     outer.zero_grad()
-    model.meta_train_step(batch).loss.backward()
+    out = model.meta_train_step(batch)
+    out.loss.backward()
     outer.step()
     for n, p in model.net.named_parameters():
         torch.testing.assert_close(p.detach(), theta[n] + epsilon * (phi[n] - theta[n]))
+    # the logged loss: the mean over tasks of each one's 0.5 * ||theta - phi||^2
+    distances = [0.5 * sum(float((theta[n] - w[n].detach()).pow(2).sum()) for n in theta)
+                 for w in targets]
+    assert out.loss.item() == pytest.approx(sum(distances) / len(distances), rel=1e-9)
 
 
 def test_reptile_adam_inner_step_and_module_left_alone() -> None:
