@@ -2,8 +2,9 @@
 them.
 
 ``python -m pytest -m reproduce --dist load`` re-runs both rows, one per worker (ProtoNet's
-took 18 minutes in a one-thread CI worker on 2026-12-02; MAML's recipe is shorter now). Not in CI: with them `.ci/run` took 75 minutes, over its
-60-minute budget; the slow learning tests meta-train both methods on Omniglot there.
+took 18 minutes in a one-thread CI worker on 2026-12-02; MAML's recipe is shorter now). Not in
+CI: with them `.ci/run` took 75 minutes, over its 60-minute budget; the slow learning tests
+meta-train both methods on Omniglot there.
 """
 
 from __future__ import annotations
