@@ -113,9 +113,11 @@ def test_maml_on_omniglot_chooses_its_recipe_and_keeps_the_test_protocol() -> No
     keep the task's 15, and the paper experiments keep their own recipe."""
     cfg = compose_config("algo=maml", "data=omniglot")
     assert (cfg.algo.train_queries, cfg.eval.queries, cfg.train.lr_schedule) == (2, 15, "cosine")
-    assert (cfg.train.iterations, cfg.train.meta_batch) == (1200, 16)
+    assert (cfg.train.iterations, cfg.train.meta_batch, cfg.algo.head) == (800, 16, "zero_init")
     assert compose_config("algo=maml", "data=omniglot", "task=20w1s").eval.queries == 5
-    paper = compose_config("experiment=maml_omniglot_5w1s")
-    assert (paper.algo.train_queries, paper.train.lr_schedule) == (None, "constant")
+    for experiment in ("maml_omniglot_5w1s", "maml_omniglot_20w1s"):  # the paper's head
+        paper = compose_config(f"experiment={experiment}")
+        assert (paper.algo.train_queries, paper.train.lr_schedule, paper.algo.head) == (
+            None, "constant", "learned")
     assert compose_config("algo=maml", "data=sinusoid").train.iterations == 1000
     assert compose_config("algo=anil", "data=omniglot").algo.train_queries is None
