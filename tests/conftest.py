@@ -26,8 +26,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if "cuda" in item.keywords and not torch.cuda.is_available():
             item.add_marker(skip_cuda)
     # The longest tests start first (a stable sort, the same in every worker), so that the
-    # two workers of the slow set end together instead of one waiting on a long test
-    # collected last.
+    # two workers end together instead of one waiting on a long test collected last. Under
+    # the default suite's --dist loadfile a file goes to a worker whole, in the order its
+    # first test comes, so a longest test brings its whole file forward.
     items.sort(key=lambda item: item.get_closest_marker("longest") is None)
 
 

@@ -58,8 +58,12 @@ def _untrained_accuracy(cfg: DictConfig) -> float:
     # against 27.5% untrained, 2026-12-06). The tasks run in a loop: at 15 queries
     # vmap took 154 s here against the loop's 92 s (one thread, 2026-12-06), for the same
     # meta-gradient (tests/unit/test_vectorize.py).
-    ("maml", ["train.iterations=150", "algo.train_queries=null", "algo.test_inner_steps=3",
-              "algo.vectorize=false"], 0.50, 0.15),
+    # The default suite's longest test: its file (which --dist loadfile keeps in one worker,
+    # about 3 minutes with ProtoNet's and MNIST's) starts first, so that the other worker
+    # takes the short tests meanwhile instead of waiting on it at the end.
+    pytest.param("maml", ["train.iterations=150", "algo.train_queries=null",
+                          "algo.test_inner_steps=3", "algo.vectorize=false"], 0.50, 0.15,
+                 marks=pytest.mark.longest),
     # ANIL and Meta-SGD share MAML's inner loop (their own parts have unit tests); about a
     # minute each, so slow, to keep the default suite near 10 minutes.
     pytest.param("anil", ["train.iterations=150"], 0.50, 0.15, marks=pytest.mark.slow),

@@ -31,6 +31,9 @@ ALGORITHMS = {  # the MLP steps are cheap (~2 ms per task on 2 CPU cores)
 }
 
 
+# About 2.5 minutes in one worker, so the file starts early (tests/conftest.py), like
+# test_learning.py's.
+@pytest.mark.longest
 @pytest.mark.parametrize("name", list(ALGORITHMS))
 def test_adaptation_beats_the_unadapted_model(name: str, tmp_path: Path) -> None:
     cfg = compose_config("device=cpu", "data=sinusoid", "train.iterations=500",
