@@ -94,9 +94,10 @@ class Pruned(MetarunError, RuntimeError):
 
     exit_status = EXIT_OK
 
-    def __init__(self, step: int, what: str) -> None:
-        super().__init__(f"pruned by the search after the validation of step {step} ({what})")
-        self.step = step
+    @classmethod
+    def after(cls, step: int, what: str) -> Pruned:
+        """The run's own stop, after the validation of ``step`` (``what`` it scored)."""
+        return cls(f"pruned by the search after the validation of step {step} ({what})")
 
 
 class Preempted(BaseException):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 
 from metarun.errors import MissingExtraError
 
@@ -17,6 +18,11 @@ EXTRAS = {
     "wandb": ("wandb", "logger=wandb"),
 }
 
+
+#: Set by ``metarun dist.nproc=N`` for the processes it starts: their command line is one
+#: job's overrides, already checked where the job runs (a search's ``hparams_search`` among
+#: them, without ``-m``).
+JOB_RANK_ENV = "METARUN_JOB_RANK"
 
 #: Hydra's own Optuna sweeper plugin (optuna 2 only): it registers the same
 #: ``hydra/sweeper=optuna`` as metarun's, so the two cannot be installed together.
@@ -65,7 +71,7 @@ def check_extras(argv: list[str]) -> str | None:
                     require(extra)
                 except MissingExtraError as e:
                     return str(e)
-                if extra == "sweep" and not multirun:
+                if extra == "sweep" and not multirun and not os.environ.get(JOB_RANK_ENV):
                     return f"{arg} runs an Optuna search over many runs: add -m (--multirun)"
                 if extra == "sweep" and found(OLD_OPTUNA_SWEEPER):
                     return ("hydra-optuna-sweeper is installed and takes hydra/sweeper=optuna "

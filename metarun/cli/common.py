@@ -117,7 +117,8 @@ def run_job(command: Command, cfg: DictConfig) -> float:
         status = exit_status(e)
         multirun = hydra_cfg.mode == RunMode.MULTIRUN
         if isinstance(e, Pruned):  # a search's trial, stopped as its pruner said: no failure
-            log.info("job %s %s", hydra_cfg.job.num, e)
+            # (in one of the processes of a data-parallel trial, a run of its own: no job number)
+            log.info("%s %s", f"job {hydra_cfg.job.num}" if multirun else "this run was", e)
             return float("nan")
         if multirun and isinstance(e, RunCompletedError):
             log.info("job %s already completed; skipped", hydra_cfg.job.num)

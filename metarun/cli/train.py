@@ -8,25 +8,28 @@ from omegaconf import DictConfig
 
 from metarun.cli.common import Command
 from metarun.cli.common import main as run_command
-from metarun.search.trial import reporter
+from metarun.search.trial import handed_to_ranks, reporter, trial_of
 from metarun.summary import RunResult
 
 
 def _job(cfg: DictConfig, output_dir: str) -> RunResult:
     from hydra.core.hydra_config import HydraConfig
 
-    from metarun.engine.distributed import env_world_size
+    from metarun.engine.distributed import env_rank, env_world_size
 
+    # a trial of metarun's Optuna search reports its validations (None otherwise): in one
+    # process, or in rank 0 of those dist.nproc starts
+    trial = trial_of(HydraConfig.get())
     if cfg.dist.nproc > 1 and env_world_size() == 1:  # start the processes (not under torchrun)
         from metarun import build
         from metarun.jobs.launch import launch
 
         run_dir = build.resume_dir(cfg) or output_dir
-        return launch(cfg.dist.nproc, list(HydraConfig.get().overrides.task), Path(run_dir))
+        return launch(cfg.dist.nproc, list(HydraConfig.get().overrides.task), Path(run_dir),
+                      env=handed_to_ranks(trial))
     from metarun.jobs.train import run
 
-    # a trial of metarun's Optuna search reports its validations (None otherwise)
-    return run(cfg, output_dir, prune=reporter(HydraConfig.get(), output_dir))
+    return run(cfg, output_dir, prune=reporter(trial if env_rank() == 0 else None, output_dir))
 
 
 COMMAND = Command(prog="metarun", config_name="config", job=_job)

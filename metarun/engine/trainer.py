@@ -101,7 +101,8 @@ class Trainer:
             train: :meth:`fit` returns its best result at once.
         prune: called after each validation with its step and score; ``True`` stops the
             run there, unless it was the last (:class:`~metarun.errors.Pruned`): an Optuna
-            search's trial (``metarun.search.trial``). Rank 0's alone.
+            search's trial (``metarun.search.trial``). Rank 0's alone; the other ranks stop
+            with it.
         dist: this process's place in a data-parallel run
             (:mod:`metarun.engine.distributed`): each rank trains on its share of every
             meta-batch, the gradients are averaged, rank 0 alone validates (the others receive
@@ -223,8 +224,8 @@ class Trainer:
                 saved = step % every.eval_every == 0 or last
                 if saved:
                     val = self._validate(step, time.perf_counter() - t0)
-                    if self.prune is not None and self.prune(step, val.score) and not last:
-                        raise Pruned(step, f"val {task_type.metric} {val.score:.6g}")
+                    if self._pruned(step, val.score) and not last:
+                        raise Pruned.after(step, f"val {task_type.metric} {val.score:.6g}")
                 elif every.checkpoint_every and step % every.checkpoint_every == 0:
                     self._save("last.pt", step)
                     saved = True
@@ -243,6 +244,14 @@ class Trainer:
                                      "best checkpoint was written")
         return TrainResult(self.best[0], self.best[1], done, time.perf_counter() - t0,
                            self.stopped, round(self.seconds(), 3))
+
+    def _pruned(self, step: int, score: float) -> bool:
+        """Whether the search's pruner stops the run after this validation: rank 0 asks (its
+        ``prune``), and every rank gets the answer, so all stop at this step."""
+        if self.dist.world == 1:
+            return self.prune is not None and self.prune(step, score)
+        return bool(self.dist.from_main(
+            lambda: self.prune is not None and self.prune(step, score)))
 
     def seconds(self) -> float:
         """The run's training seconds so far, its earlier processes' included."""

@@ -17,8 +17,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from metarun.errors import EXIT_ERROR, EXIT_PREEMPTED, PeerError
-from metarun.summary import COMPLETED, PREEMPTED, RunResult, read_summary
+from metarun.errors import EXIT_ERROR, EXIT_PREEMPTED, PeerError, Pruned
+from metarun.extras import JOB_RANK_ENV
+from metarun.summary import COMPLETED, PREEMPTED, PRUNED, RunResult, read_summary
 
 #: Seconds the launcher gives the processes to stop on SIGTERM (a step boundary, one
 #: checkpoint) before it kills them.
@@ -26,23 +27,28 @@ SHUTDOWN_SECONDS = 120
 
 
 @contextmanager
-def _threads_per_process(nproc: int) -> Iterator[None]:
-    """Share the CPU's cores between the processes (as torchrun does, unless the user chose):
-    N processes with all cores each slow each other down many times over."""
-    if "OMP_NUM_THREADS" in os.environ:
-        yield
-        return
-    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // nproc))
+def _ranks_environment(nproc: int, env: dict[str, str]) -> Iterator[None]:
+    """The processes' environment: ``env``; the mark of one job's ranks (``JOB_RANK_ENV``);
+    and the CPU's cores shared between them (as torchrun does, unless the user chose): N
+    processes with all cores each slow each other down many times over."""
+    values = {**env, JOB_RANK_ENV: "1"}
+    if "OMP_NUM_THREADS" not in os.environ:
+        values["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // nproc))
+    os.environ.update(values)
     try:
         yield
     finally:
-        del os.environ["OMP_NUM_THREADS"]
+        for key in values:
+            os.environ.pop(key, None)
 
 
-def launch(nproc: int, overrides: list[str], run_dir: Path) -> RunResult:
+def launch(nproc: int, overrides: list[str], run_dir: Path,
+           env: dict[str, str] | None = None) -> RunResult:
     """Run the job of ``overrides`` in ``nproc`` processes, in ``run_dir``; its summary.
+    ``env``: environment variables for the processes (a search's trial, for rank 0).
 
     Raises:
+        Pruned: the run was a search's trial, and its pruner stopped it.
         PeerError: the run did not complete; its status is rank 0's (75 when it was stopped
             by a signal, so a sweep stops as for a one-process run).
     """
@@ -58,7 +64,7 @@ def launch(nproc: int, overrides: list[str], run_dir: Path) -> RunResult:
             f"hydra.run.dir={run_dir}"]
     started = time.time()
     try:
-        with _threads_per_process(nproc):
+        with _ranks_environment(nproc, env or {}):
             elastic_launch(config, sys.executable)(*args)
     except (ChildFailedError, SignalException) as e:
         _record_if_killed(run_dir, started, e)
@@ -67,6 +73,8 @@ def launch(nproc: int, overrides: list[str], run_dir: Path) -> RunResult:
         why = summary.get("error") or f"{type(e).__name__}: {e}".splitlines()[0]
         raise PeerError(f"the {nproc} training processes stopped: {why}", status) from None
     summary = read_summary(run_dir) or {}
+    if summary.get("status") == PRUNED:  # a search's trial: its rank 0 reported, all stopped
+        raise Pruned(str(summary.get("error", "")).removeprefix(f"{Pruned.__name__}: "))
     if summary.get("status") != COMPLETED:
         raise PeerError(f"the {nproc} training processes ended without a completed run in "
                         f"{run_dir}")

@@ -30,12 +30,12 @@ from omegaconf import DictConfig
 
 from metarun import build
 from metarun.engine.distributed import Dist, env_world_size, local_rank
-from metarun.errors import NonFiniteLossError, PeerError, Preempted, exit_status
+from metarun.errors import NonFiniteLossError, PeerError, Preempted, Pruned, exit_status
 
 _R = TypeVar("_R")
 
 #: Errors every rank raises at the same step (agreed through the step's collectives).
-AGREED = (Preempted, NonFiniteLossError)
+AGREED = (Preempted, NonFiniteLossError, Pruned)
 
 
 def join(cfg: DictConfig) -> Dist:

@@ -142,7 +142,10 @@ def test_a_search_killed_after_two_trials_goes_on_when_run_again(tmp_path: Path,
     # the study name and trial number); trial 1 is alone in the other and runs to the end
     (["hydra/sweeper/pruner=hyperband", "hydra.sweeper.pruner.min_resource=10",
       "hydra.sweeper.pruner.max_resource=30"], [0.01, 0.01, 1e-9]),
-], ids=["median", "successive_halving", "hyperband"])
+    # data-parallel trials: rank 0 reports, and both processes stop at the pruned step
+    (["hydra/sweeper/pruner=median", "hydra.sweeper.pruner.n_startup_trials=1",
+      "dist.nproc=2", "train.meta_batch=4"], [0.01, 1e-9]),
+], ids=["median", "successive_halving", "hyperband", "median, 2 processes"])
 def test_a_pruner_prunes_a_trial_that_cannot_learn(tmp_path: Path, env: dict[str, str],
                                                    pruner: list[str], lrs: list[float]) -> None:
     storage = f"sqlite:///{tmp_path / 'search.db'}"
@@ -163,6 +166,8 @@ def test_a_pruner_prunes_a_trial_that_cannot_learn(tmp_path: Path, env: dict[str
     last = str(len(lrs) - 1)
     assert [t.state for t in trials] == [TrialState.COMPLETE] * (len(lrs) - 1) + [
         TrialState.PRUNED]
+    assert sorted(trials[0].intermediate_values) == [10, 20, 30]  # every validation reported
+    assert sorted(trials[-1].intermediate_values) == [10]
     pruned = read_summary(tmp_path / "sweep" / last)
     assert pruned is not None and pruned["status"] == "pruned"
     # each cuts at its first rung, the first validation (the median: no warm-up steps)

@@ -76,12 +76,15 @@ def test_a_missing_extra_says_what_to_install(monkeypatch: pytest.MonkeyPatch, a
     assert message is not None and f"pip install 'metarun[{extra}]'" in message
 
 
-def test_a_search_needs_multirun() -> None:
+def test_a_search_needs_multirun(monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("optuna")  # the sweep extra
     message = check_extras(["hparams_search=maml"])
     assert message is not None and "add -m" in message
     assert check_extras(["-m", "hparams_search=maml"]) is None
     assert check_extras(["hparams_search=null"]) is None
+    # the processes dist.nproc starts for a search's trial get the trial's overrides
+    monkeypatch.setenv(extras.JOB_RANK_ENV, "1")
+    assert check_extras(["hparams_search=maml"]) is None
 
 
 def test_missing_extra_exits_2_in_one_line(tmp_path: Path, env: dict[str, str]) -> None:
