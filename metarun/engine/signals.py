@@ -51,6 +51,10 @@ class StopRequest:
     def __init__(self, at_once: bool = False) -> None:
         self.signal: int | None = None
         self.at_once = at_once
+        #: an error left a block inside this one: while the run records that failure, a
+        #: signal (the launcher's, stopping a data-parallel run whose other process died) is
+        #: noted, not raised, so that it does not take the error's place
+        self.failing = False
         self._previous: dict[int, object] = {}
         self.handover: Callable[[int, FrameType | None], object] | None = None
 
@@ -64,6 +68,10 @@ class StopRequest:
                  tb: TracebackType | None) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)  # type: ignore[arg-type]
+            owner = getattr(handler, "__self__", None)
+            if isinstance(owner, StopRequest) and exc is not None \
+                    and not isinstance(exc, Preempted):
+                owner.failing = True
         self._previous.clear()
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
@@ -72,6 +80,10 @@ class StopRequest:
         self.signal = signum
         if signum in SCHEDULER:
             self.handover = scheduler_handler(signum)
+        if self.failing:
+            log.warning("%s received while the run stops after an error",
+                        signal.Signals(signum).name)
+            return
         if self.at_once:
             log.warning("%s received: stopping", signal.Signals(signum).name)
             raise Preempted(0, None, signum, self.handover)

@@ -71,7 +71,9 @@ def launch(nproc: int, overrides: list[str], run_dir: Path,
         summary = read_summary(run_dir) or {}
         status = EXIT_PREEMPTED if summary.get("status") == PREEMPTED else _status(e)
         why = summary.get("error") or f"{type(e).__name__}: {e}".splitlines()[0]
-        raise PeerError(f"the {nproc} training processes stopped: {why}", status) from None
+        ranks = f" ({_failed_ranks(e)})" if _failed_ranks(e) else ""
+        raise PeerError(f"the {nproc} training processes stopped{ranks}: {why}",
+                        status) from None
     summary = read_summary(run_dir) or {}
     if summary.get("status") == PRUNED:  # a search's trial: its rank 0 reported, all stopped
         raise Pruned(str(summary.get("error", "")).removeprefix(f"{Pruned.__name__}: "))
@@ -98,12 +100,16 @@ def _record_if_killed(run_dir: Path, started: float, error: Exception) -> None:
 
 def _describe(error: Exception) -> str:
     """How each failed rank ended (``rank 1: killed by SIGKILL``), or the error's first line."""
+    return _failed_ranks(error) or f"{type(error).__name__}: {error}".splitlines()[0]
+
+
+def _failed_ranks(error: Exception) -> str:
+    """How each failed rank ended (``rank 1: killed by SIGKILL``); empty when none is known."""
     import signal
 
-    ends = [f"rank {rank}: " + (f"killed by {signal.Signals(-f.exitcode).name}"
-                                if f.exitcode < 0 else f"exit status {f.exitcode}")
-            for rank, f in sorted((getattr(error, "failures", None) or {}).items())]
-    return ", ".join(ends) or f"{type(error).__name__}: {error}".splitlines()[0]
+    return ", ".join(f"rank {rank}: " + (f"killed by {signal.Signals(-f.exitcode).name}"
+                                         if f.exitcode < 0 else f"exit status {f.exitcode}")
+                     for rank, f in sorted((getattr(error, "failures", None) or {}).items()))
 
 
 def _status(error: Exception) -> int:

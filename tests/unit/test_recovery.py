@@ -318,6 +318,27 @@ def test_a_resumed_runs_progress_counts_from_its_step(omniglot, tmp_path: Path, 
     assert "1.00 it/s  eta 0:00:00" in caplog.text
 
 
+def test_a_signal_while_a_failure_is_recorded_does_not_take_its_place() -> None:
+    """Before training a signal stops the run at once; but once an error has left training,
+    a signal (a launcher stopping the other processes) is noted, and the error stays."""
+    from metarun.engine import signals
+
+    with pytest.raises(Preempted), signals.StopRequest(at_once=True):
+        signal.raise_signal(signal.SIGTERM)
+    with pytest.raises(RuntimeError, match="lost a peer"), \
+            signals.StopRequest(at_once=True) as outer:
+        try:
+            with signals.StopRequest():
+                raise RuntimeError("lost a peer")
+        finally:
+            signal.raise_signal(signal.SIGTERM)  # while the run records the error
+    assert outer.signal == signal.SIGTERM
+    with pytest.raises(Preempted), signals.StopRequest(at_once=True) as outer:
+        with signals.StopRequest():  # a stop that ends training is no failure
+            raise Preempted(1, Path("last.pt"), signal.SIGTERM)
+    assert not outer.failing
+
+
 def test_a_schedulers_signal_is_handled_only_when_the_scheduler_handles_it() -> None:
     from metarun.engine.signals import StopRequest
 
