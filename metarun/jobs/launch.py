@@ -9,6 +9,7 @@ run, and the launcher stops the others. Rank 0's ``summary.json`` is the job's r
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -42,6 +43,23 @@ def _ranks_environment(nproc: int, env: dict[str, str]) -> Iterator[None]:
             os.environ.pop(key, None)
 
 
+@contextmanager
+def _agent_quiet() -> Iterator[None]:
+    """torch's elastic agent logs each process it stops or sees fail, in its own format; the
+    command's last line says the same, rank by rank (:func:`_failed_ranks`), so it is not
+    shown twice. Its loggers each have a level of their own (``LOGLEVEL``)."""
+    agents = [logging.getLogger(name) for name in list(logging.Logger.manager.loggerDict)
+              if name.startswith("torch.distributed.elastic")]
+    levels = [agent.level for agent in agents]
+    for agent in agents:
+        agent.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for agent, level in zip(agents, levels, strict=True):
+            agent.setLevel(level)
+
+
 def launch(nproc: int, overrides: list[str], run_dir: Path,
            env: dict[str, str] | None = None) -> RunResult:
     """Run the job of ``overrides`` in ``nproc`` processes, in ``run_dir``; its summary.
@@ -64,7 +82,7 @@ def launch(nproc: int, overrides: list[str], run_dir: Path,
             f"hydra.run.dir={run_dir}"]
     started = time.time()
     try:
-        with _ranks_environment(nproc, env or {}):
+        with _ranks_environment(nproc, env or {}), _agent_quiet():
             elastic_launch(config, sys.executable)(*args)
     except (ChildFailedError, SignalException) as e:
         _record_if_killed(run_dir, started, e)
