@@ -102,7 +102,8 @@ class Pruned(MetarunError, RuntimeError):
 
 class Preempted(BaseException):
     """A SIGTERM or SIGINT stopped the run: in training at a step boundary, after writing
-    ``checkpoint``; before training (``step`` 0, no checkpoint) at once.
+    ``checkpoint``; before training, or after it (``after_training``) during the meta-test,
+    at once (``step`` 0, no checkpoint).
 
     Like ``KeyboardInterrupt`` it is not an ``Exception``: code that recovers from errors
     (a cache that will not read is rebuilt) must not swallow a stop.
@@ -113,12 +114,18 @@ class Preempted(BaseException):
     exit_status: ClassVar[int] = EXIT_PREEMPTED
 
     def __init__(self, step: int, checkpoint: Path | None, signum: int,
-                 handover: Callable[[int, FrameType | None], object] | None = None) -> None:
+                 handover: Callable[[int, FrameType | None], object] | None = None,
+                 after_training: bool = False) -> None:
         name = signal.Signals(signum).name
-        super().__init__(f"stopped by {name} after step {step}; resume from {checkpoint}"
-                         if checkpoint is not None else
-                         f"stopped by {name} before training started; run the same command "
-                         "again to start")
+        if checkpoint is not None:
+            message = f"stopped by {name} after step {step}; resume from {checkpoint}"
+        elif after_training:  # the last checkpoint is the trained model's
+            message = (f"stopped by {name} after training, before the meta-test; run the same "
+                       "command again to meta-test the trained model")
+        else:
+            message = f"stopped by {name} before training started; run the same command " \
+                      "again to start"
+        super().__init__(message)
         self.step, self.checkpoint = step, checkpoint
         self.signum, self.handover = signum, handover
 

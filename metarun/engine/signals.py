@@ -55,6 +55,8 @@ class StopRequest:
         #: signal (the launcher's, stopping a data-parallel run whose other process died) is
         #: noted, not raised, so that it does not take the error's place
         self.failing = False
+        #: a block inside this one (training) ended as it should: a stop now comes after it
+        self.inner_done = False
         self._previous: dict[int, object] = {}
         self.handover: Callable[[int, FrameType | None], object] | None = None
 
@@ -69,9 +71,9 @@ class StopRequest:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)  # type: ignore[arg-type]
             owner = getattr(handler, "__self__", None)
-            if isinstance(owner, StopRequest) and exc is not None \
-                    and not isinstance(exc, Preempted):
-                owner.failing = True
+            if isinstance(owner, StopRequest):
+                owner.inner_done = exc is None
+                owner.failing = exc is not None and not isinstance(exc, Preempted)
         self._previous.clear()
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
@@ -86,7 +88,7 @@ class StopRequest:
             return
         if self.at_once:
             log.warning("%s received: stopping", signal.Signals(signum).name)
-            raise Preempted(0, None, signum, self.handover)
+            raise Preempted(0, None, signum, self.handover, after_training=self.inner_done)
         log.warning("%s received: checkpointing at the end of this step, then stopping "
                     "(send it again to stop at once, without a checkpoint)",
                     signal.Signals(signum).name)

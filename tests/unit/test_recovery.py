@@ -337,6 +337,12 @@ def test_a_signal_while_a_failure_is_recorded_does_not_take_its_place() -> None:
         with signals.StopRequest():  # a stop that ends training is no failure
             raise Preempted(1, Path("last.pt"), signal.SIGTERM)
     assert not outer.failing
+    # after training ended (the meta-test): a stop at once, which says so
+    with pytest.raises(Preempted, match="after training, before the meta-test"), \
+            signals.StopRequest(at_once=True):
+        with signals.StopRequest():
+            pass
+        signal.raise_signal(signal.SIGTERM)
 
 
 def test_a_schedulers_signal_is_handled_only_when_the_scheduler_handles_it() -> None:
