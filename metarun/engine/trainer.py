@@ -248,8 +248,6 @@ class Trainer:
     def _pruned(self, step: int, score: float) -> bool:
         """Whether the search's pruner stops the run after this validation: rank 0 asks (its
         ``prune``), and every rank gets the answer, so all stop at this step."""
-        if self.dist.world == 1:
-            return self.prune is not None and self.prune(step, score)
         return bool(self.dist.from_main(
             lambda: self.prune is not None and self.prune(step, score)))
 
