@@ -24,7 +24,7 @@ from metarun.algorithms.base import Algorithm
 from metarun.configs import ENSEMBLE_METHODS, LOCATION_KEYS, parse_duration, trusted_config
 from metarun.data.batches import ImageSampler, PairSampler
 from metarun.data.episodes import FixedEpisodes
-from metarun.engine import schedules, speed, trackers
+from metarun.engine import speed, trackers
 from metarun.engine.metrics import MetricsSink
 from metarun.engine.schedules import ScheduleSettings, make_schedule
 from metarun.engine.trainer import TrainSettings
@@ -171,12 +171,6 @@ def schedule(cfg: DictConfig,
     return make_schedule(optim, t.lr_schedule, ScheduleSettings(
         iterations=t.iterations, min_lr=t.min_lr, step_every=t.lr_step_every,
         gamma=t.lr_gamma))
-
-
-def budget_warning(cfg: DictConfig) -> str | None:
-    """What to say when ``train.max_time`` may stop a schedule laid over the step count."""
-    t = cfg.train
-    return schedules.budget_warning(t.lr_schedule, t.iterations, t.get("max_time"))
 
 
 def metric_sinks(cfg: DictConfig, run_dir: Path, resume_step: int | None) -> list[MetricsSink]:

@@ -125,10 +125,18 @@ def restore(scheduler: Scheduler, state: dict[str, Any]) -> int | None:
     return None if before is None else int(before)
 
 
-def budget_warning(schedule: str, iterations: int, max_time: object) -> str | None:
-    """What to say when a time budget may stop a schedule laid over the step count."""
-    if max_time is None or schedule not in LENGTH_SCHEDULES:
+def budget_shortfall(scheduler: lr_scheduler.LRScheduler | None, step: int, iterations: int,
+                     speed: float, time_left: float | None) -> str | None:
+    """What to say when, at ``speed`` steps per second, the ``time_left`` of a time budget
+    ends the run before a schedule laid over ``iterations`` steps reaches its end: the rate
+    would stop above ``train.min_lr``. ``None`` when it fits, or the rate does not depend on
+    the run's length (only ``cosine`` and ``linear`` do)."""
+    if getattr(scheduler, "iterations", None) is None or time_left is None:
         return None
-    return (f"train.lr_schedule={schedule} is laid over train.iterations = {iterations} "
-            "steps; if train.max_time stops the run sooner, the rate ends above train.min_lr "
-            "(set train.iterations to about the steps the budget allows)")
+    steps = step + int(speed * max(time_left, 0.0))
+    if steps >= iterations:
+        return None
+    return (f"at {speed:.2f} it/s, train.max_time leaves time for about {steps} of "
+            f"train.iterations = {iterations} steps; the learning-rate schedule is laid over "
+            "all of them, so it would stop above train.min_lr (set train.iterations to "
+            f"about {steps} for this budget on this machine)")

@@ -209,6 +209,8 @@ class Trainer:
                 done = step
                 loss, score = (sum(v) / len(window) for v in zip(*window, strict=True))
                 progress.update(step, loss, score)
+                if step - self.start_step + 1 == every.log_every:  # the speed is known by now
+                    self._check_budget(step, progress.speed(step))
                 over = every.max_time is not None and self.seconds() >= every.max_time
                 over_any, signal_any = self.dist.any(int(over), stop.signal or 0)
                 over, stop_signal = bool(over_any), signal_any or None
@@ -250,6 +252,13 @@ class Trainer:
         ``prune``), and every rank gets the answer, so all stop at this step."""
         return bool(self.dist.from_main(
             lambda: self.prune is not None and self.prune(step, score)))
+
+    def _check_budget(self, step: int, speed: float) -> None:
+        """Warn, once the speed is known, when the time budget ends the schedule early."""
+        left = None if self.settings.max_time is None else self.settings.max_time - self.seconds()
+        note = schedules.budget_shortfall(self.scheduler, step, self.iterations, speed, left)
+        if note and self.dist.is_main:
+            log.warning(note)
 
     def seconds(self) -> float:
         """The run's training seconds so far, its earlier processes' included."""

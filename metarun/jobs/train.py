@@ -146,9 +146,6 @@ class _Built:
 def _build(cfg: DictConfig) -> _Built:
     device = build.device(cfg)
     about = build.info(cfg)
-    warning = build.budget_warning(cfg)
-    if warning:
-        log.warning(warning)
     data = build.dataset(cfg)
     sources = build.splits(data, device)
     classes = build.train_classes(sources)

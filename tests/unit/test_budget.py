@@ -80,3 +80,28 @@ def test_the_step_count_still_ends_a_run_with_a_budget_left(
     clock = _Clock(monkeypatch)
     result = clock.drive(_trainer(omniglot, tmp_path, iterations=4, max_time=100.0)).fit()
     assert (result.last_step, result.stopped) == (4, STOPPED_ITERATIONS)
+
+
+@pytest.mark.parametrize(("schedule", "iterations", "max_time", "warned"), [
+    ("cosine", 10, 4.5, True),      # 1 step/s: about 4 of 10 steps fit; the cosine would not end
+    ("linear", 10, 4.5, True),
+    ("constant", 10, 4.5, False),   # its rate does not depend on the run's length
+    ("cosine", 4, 100.0, False),    # the steps fit the budget
+    ("cosine", 4, None, False),     # no budget
+])
+def test_a_budget_too_short_for_the_schedule_is_said_once_the_speed_is_known(
+        omniglot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,  # type: ignore[no-untyped-def]
+        schedule: str, iterations: int, max_time: float | None, warned: bool) -> None:
+    clock = _Clock(monkeypatch)
+    caplog.set_level("WARNING", logger="metarun")
+    clock.drive(_trainer(omniglot, tmp_path, iterations=iterations, schedule=schedule,
+                         max_time=max_time)).fit()
+    said = [r.getMessage() for r in caplog.records if "train.max_time leaves" in r.getMessage()]
+    if not warned:
+        assert said == []
+        return
+    # Checked after the first step (log_every 1): 1 done, 3.5 s left at 1 step/s.
+    assert said == [f"at 1.00 it/s, train.max_time leaves time for about 4 of "
+                    f"train.iterations = {iterations} steps; the learning-rate schedule is "
+                    "laid over all of them, so it would stop above train.min_lr (set "
+                    "train.iterations to about 4 for this budget on this machine)"]
