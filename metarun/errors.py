@@ -132,11 +132,13 @@ class Preempted(BaseException):
 
 class PeerError(RuntimeError):
     """Another process of a data-parallel run could not go on, or stopped the run; this one
-    stops too, with the same exit status (1 when it is not known)."""
+    stops too, with the same exit status (1 when it is not known). ``said``: rank 0 has
+    already printed this error, so this rank (another one) does not print it again."""
 
-    def __init__(self, message: str, status: int | None = None) -> None:
+    def __init__(self, message: str, status: int | None = None, said: bool = False) -> None:
         super().__init__(message)
         self.status = EXIT_ERROR if status is None else status
+        self.said = said
 
 
 def exit_status(error: BaseException) -> int | None:

@@ -96,7 +96,7 @@ def run_job(command: Command, cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from metarun.errors import Preempted, Pruned, RunCompletedError
+    from metarun.errors import PeerError, Preempted, Pruned, RunCompletedError
     from metarun.jobs.rundir import claimed, record_failure
     from metarun.summary import objective, read_summary
 
@@ -132,8 +132,10 @@ def run_job(command: Command, cfg: DictConfig) -> float:
             return float("nan")
         if status is None:
             raise
-        # An expected failure: one line that says what to do, not a traceback.
-        log.error("%s", e)
+        # An expected failure: one line that says what to do, not a traceback (one in all:
+        # another rank of a data-parallel run does not repeat what rank 0 said).
+        if not (isinstance(e, PeerError) and e.said):
+            log.error("%s", e)
         sys.exit(status)
 
 

@@ -7,7 +7,8 @@ rank 0 (or one agreement), so no rank waits for a message that will never come:
 
 1. the start: the run directory and the checkpoint to resume, or why the run is refused (the
    others then fail with the same line instead of waiting);
-2. the build: every rank builds its objects; one that fails makes all fail before training;
+2. the build: every rank builds its objects; one that fails makes all fail before training
+   (a rank that fails as rank 0 did leaves the error line to rank 0);
 3. the end: the summary once rank 0 has written it (the others exit only then, so a launcher
    never stops rank 0 in the middle of writing), or the error of a stop all ranks agreed on
    (a signal, a non-finite loss), or of rank 0's meta-test.
@@ -60,8 +61,12 @@ class _Message:
     status: int | None = None
 
 
+def _text(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"
+
+
 def _refusal(error: BaseException) -> _Message:
-    return _Message(error=f"{type(error).__name__}: {error}", status=exit_status(error))
+    return _Message(error=_text(error), status=exit_status(error))
 
 
 class Peers:
@@ -79,15 +84,22 @@ class Peers:
         return Path(message.out or "."), message.resume
 
     def build(self, make: Callable[[], _R]) -> _R:
-        """``make()`` on every rank; if it fails on any, it fails on all."""
+        """``make()`` on every rank; if it fails on any, it fails on all. A rank that fails
+        as rank 0 did (missing data, a bad setting) leaves the saying to rank 0."""
+        failed: BaseException | None = None
         try:
             made = make()
-        except BaseException:
-            self.dist.any(1)
-            raise
-        if self.dist.any(0)[0]:
-            raise PeerError("another process of this run could not build it (its log says "
-                            "why)")
+        except BaseException as e:  # noqa: BLE001 - re-raised below, once all ranks know
+            failed = e
+        if self.dist.any(int(failed is not None))[0]:
+            main = self.dist.from_main(lambda: None if failed is None else _text(failed))
+            if failed is None:
+                raise PeerError("another process of this run could not build it (its log "
+                                "says why)")
+            if not self.dist.is_main and _text(failed) == main:
+                raise PeerError(f"rank 0 stopped the run: {main}", exit_status(failed),
+                                said=True) from failed
+            raise failed
         self.phase = "built"
         return made
 
@@ -113,7 +125,8 @@ class Peers:
 
     def _raise_if_refused(self, message: _Message) -> None:
         if message.error is not None and not self.dist.is_main:
-            raise PeerError(f"rank 0 stopped the run: {message.error}", message.status)
+            raise PeerError(f"rank 0 stopped the run: {message.error}", message.status,
+                            said=True)
 
 
 def quiet_follower() -> None:
