@@ -29,11 +29,15 @@ class RelationNet(MetricAlgorithm):
         hidden: width of the relation module's hidden layer (the paper: 8).
         bn_mode: see :class:`~metarun.algorithms.base.Algorithm`.
         task_type: the data's task type (classification only).
+        train_ways, train_queries: the training episodes' shape
+            (:class:`~metarun.algorithms.metric.MetricAlgorithm`).
     """
 
     def __init__(self, backbone: Backbone, hidden: int = 8, bn_mode: str = "running",
-                 task_type: TaskType = CLASSIFICATION) -> None:
-        super().__init__(backbone, bn_mode=bn_mode, task_type=task_type)
+                 task_type: TaskType = CLASSIFICATION, train_ways: int | None = None,
+                 train_queries: int | None = None) -> None:
+        super().__init__(backbone, bn_mode=bn_mode, task_type=task_type, train_ways=train_ways,
+                         train_queries=train_queries)
         if hidden < 1:
             raise ValueError(f"algo.hidden must be at least 1; got {hidden}")
         dim = backbone.out_dim

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from metarun.algorithms.matchingnet import MatchingNet
 from metarun.algorithms.relationnet import RelationNet
@@ -39,6 +40,25 @@ def test_matching_without_fce_ignores_the_support_order() -> None:
     a = model.adapt(task.support_x, task.support_y)(task.query_x)
     b = model.adapt(task.support_x[perm], task.support_y[perm])(task.query_x)
     torch.testing.assert_close(a, b)
+
+
+def test_matching_without_query_normalisation_scales_the_attention_not_its_choice() -> None:
+    """``normalize_query=False``: ``q . s / |s|``, the paper's cosines times the query's norm,
+    a temperature of the softmax: a longer query attends more sharply, to the same support
+    image; with the paper's cosines (the default) its length changes nothing."""
+    torch.manual_seed(0)
+    support_z, query_z = torch.randn(WAYS, 8), torch.randn(4, 8)
+    labels = torch.arange(WAYS)  # one shot: attention weights are the class probabilities
+    cosines = F.cosine_similarity(query_z[:, None], support_z[None], dim=-1)  # [4, WAYS]
+    backbone = Conv4((1, 28, 28), hidden=16)
+    paper, scaled = MatchingNet(backbone), MatchingNet(backbone, normalize_query=False)
+    unit = query_z / query_z.norm(dim=-1, keepdim=True)
+    for norm in (1.0, 3.0, 6.0):
+        torch.testing.assert_close(paper.predict(support_z, labels, norm * unit, WAYS),
+                                   cosines.log_softmax(-1))
+        logp = scaled.predict(support_z, labels, norm * unit, WAYS)
+        torch.testing.assert_close(logp, (norm * cosines).log_softmax(-1))
+        assert torch.equal(logp.argmax(-1), cosines.argmax(-1))
 
 
 def test_matching_trains_every_fce_parameter() -> None:
