@@ -161,3 +161,19 @@ def test_a_rank_that_dies_makes_the_run_fail_not_hang(rank: int, dist_env: dict[
     summary = json.loads((run_dir / "summary.json").read_text())
     # the launcher's SIGTERM reaches rank 0 while it records the failure: it stays a failure
     assert summary["status"] == "failed" and summary["resumable"], summary
+
+
+def test_when_every_rank_fails_alike_only_rank_0_and_the_launcher_say_why(
+        dist_env: dict[str, str], tmp_path: Path) -> None:
+    """Missing data on every rank: all stop before training with the data's exit status (2).
+    Rank 0 says why, and the launcher's last line says how each rank ended; rank 1, which met
+    the same error, does not repeat it."""
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    done = metarun(["data=omniglot", "data.download=false", f"data.root={empty}", "device=cpu",
+                    "dist.nproc=2", f"hydra.run.dir={tmp_path / 'run'}"], dist_env, tmp_path)
+    assert done.returncode == 2, done.stderr[-3000:]
+    printed = done.stdout + done.stderr
+    assert printed.count("Omniglot is missing") == 2, printed[-4000:]
+    assert "rank 0: exit status 2, rank 1: exit status 2" in printed.splitlines()[-1]
+    assert "Traceback" not in printed
