@@ -26,14 +26,15 @@ class RelationNet(MetricAlgorithm):
 
     Args:
         backbone: feature extractor with ``out_dim``.
-        hidden: width of the relation module's hidden layer (the paper: 8).
+        hidden: width of the relation module's hidden layer (the paper's 8 follows two
+            conv blocks; on the flat embeddings 8 is a bottleneck).
         bn_mode: see :class:`~metarun.algorithms.base.Algorithm`.
         task_type: the data's task type (classification only).
         train_ways, train_queries: the training episodes' shape
             (:class:`~metarun.algorithms.metric.MetricAlgorithm`).
     """
 
-    def __init__(self, backbone: Backbone, hidden: int = 8, bn_mode: str = "running",
+    def __init__(self, backbone: Backbone, hidden: int = 64, bn_mode: str = "running",
                  task_type: TaskType = CLASSIFICATION, train_ways: int | None = None,
                  train_queries: int | None = None) -> None:
         super().__init__(backbone, bn_mode=bn_mode, task_type=task_type, train_ways=train_ways,
