@@ -53,6 +53,20 @@ def test_siamese_trains_on_pairs_with_verification_loss() -> None:
     assert model.verify.weight.grad is not None and model.verify.weight.grad.abs().sum() > 0
 
 
+def test_siamese_takes_one_forward_pass_per_group_of_pairs() -> None:
+    """Batch-norm statistics per group of ``pairs`` pairs (a task's worth, as the episodic
+    learners take per task): a step's loss over two groups is the mean of each group's."""
+    torch.manual_seed(0)
+    model = Siamese(_conv(), pairs=6, same_fraction=0.5)
+    batch = PairSampler(_bank(), 6, 0.5).sample(2, torch.Generator().manual_seed(0))
+    groups = [PairBatch(first=batch.first[i:i + 6], second=batch.second[i:i + 6],
+                        same=batch.same[i:i + 6], classes=batch.classes[i:i + 6])
+              for i in (0, 6)]
+    whole = model.meta_train_step(batch).loss
+    each = [model.meta_train_step(g).loss for g in groups]
+    torch.testing.assert_close(whole, (each[0] + each[1]) / 2)
+
+
 # --- black box -------------------------------------------------------------------------------
 
 def test_blackbox_permuting_queries_only_permutes_predictions() -> None:
