@@ -15,13 +15,15 @@ class MatchingNet(MetricAlgorithm):
     """Label a query by attention over the support set: ``p(y|x) = sum_i a(x, x_i) y_i``.
 
     The attention ``a`` is a softmax over the cosine similarities between the query's and
-    the support images' embeddings. With ``normalize_query`` off, the query embedding is not
-    normalised, only the support's (``q . s / |s|``), as in Antoniou's public implementation
-    that reproduces the paper's Omniglot numbers: the query's norm then acts as a learned
-    temperature of the softmax, which plain cosines in [-1, 1] keep flat (5 ways, one
-    shot: at most e / (e + 4/e) = 65% on the right class). The predicted class is the same. Predictions are the log of those class probabilities
+    the support images' embeddings. Predictions are the log of those class probabilities
     (so cross-entropy on them is the paper's negative log-likelihood). Works for any number
     of ways and shots at meta-test.
+
+    With ``normalize_query`` off, the query embedding is not normalised, only the support's
+    (``q . s / |s|``), as in Antoniou's public implementation of the paper: the query's norm
+    then acts as a learned temperature of the softmax, which plain cosines in [-1, 1] keep
+    flat (5 ways, one shot: at most e / (e + 4/e) = 65% on the right class). The predicted
+    class is the same.
 
     With ``fce`` (full context embeddings), the support embeddings are re-read by a
     bidirectional LSTM over the support set (``g``) and each query embedding by an

@@ -210,7 +210,7 @@ class Trainer:
                 loss, score = (sum(v) / len(window) for v in zip(*window, strict=True))
                 progress.update(step, loss, score)
                 if step - self.start_step + 1 == every.log_every:  # the speed is known by now
-                    self._check_budget(step, progress.speed(step))
+                    self._check_budget(step, progress.steady_speed(step))
                 over = every.max_time is not None and self.seconds() >= every.max_time
                 over_any, signal_any = self.dist.any(int(over), stop.signal or 0)
                 over, stop_signal = bool(over_any), signal_any or None

@@ -105,3 +105,20 @@ def test_a_budget_too_short_for_the_schedule_is_said_once_the_speed_is_known(
                     f"train.iterations = {iterations} steps; the learning-rate schedule is "
                     "laid over all of them, so it would stop above train.min_lr (set "
                     "train.iterations to about 4 for this budget on this machine)"]
+
+
+def test_the_budget_check_leaves_the_first_steps_one_off_costs_out(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first step took 3 s (allocations, lazy initialisation), the next four 1 s each:
+    the steady speed is 1 step/s, where the speed since the start is 5 / 7."""
+    from metarun.engine import progress
+
+    now = [0.0]
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: now[0])
+    with progress.TrainProgress(100, log_every=50, live=False) as bar:
+        assert bar.steady_speed(0) == 0.0  # nothing done yet
+        for step, at in [(1, 3.0), (2, 4.0), (3, 5.0), (4, 6.0), (5, 7.0)]:
+            now[0] = at
+            bar.update(step, 0.5, 0.5)
+        assert bar.speed(5) == pytest.approx(5 / 7)
+        assert bar.steady_speed(5) == pytest.approx(1.0)
