@@ -162,9 +162,11 @@ def dataset_of(run_dir: Path) -> str:
         return "?"
 
 
-def record_of(row: Row, out: Path, device: str, scale: float) -> dict[str, Any]:
-    """The row's record: its command, when, at which commit and where it ran, and the part of
-    its summary the table shows."""
+def record_of(row: Row, out: Path, device: str, scale: float,
+              at: str | None = None) -> dict[str, Any]:
+    """The row's record: its command, when, at which commit (``at``: the checkout's when the
+    run started; else its commit now) and where it ran, and the part of its summary the
+    table shows."""
     kept = {k: row.summary[k] for k in SUMMARY_KEYS if k in row.summary}
     if isinstance(row.summary.get("test"), dict):
         kept["test"] = {k: v for k, v in row.summary["test"].items() if k in TEST_KEYS}
@@ -173,7 +175,7 @@ def record_of(row: Row, out: Path, device: str, scale: float) -> dict[str, Any]:
     except OSError:
         when = datetime.date.today()
     return {"command": command_line(row, device, scale), "date": when.isoformat(),
-            "commit": commit(HERE.parent), "hardware": hardware(device), "data": row.data,
+            "commit": at or commit(HERE.parent), "hardware": hardware(device), "data": row.data,
             "recipe_sha256": fingerprint(row.config), "summary": kept}
 
 
@@ -239,8 +241,8 @@ def render(rows: list[Row], device: str, scale: float, rows_file: Path) -> str:
         "checkpoint with the best validation score. Each row's command reproduces it; `budget` "
         "is `train.max_time` (a run also ends at its `train.iterations`); `(budget)` marks a "
         "run the budget stopped. The difference is ours minus the paper's, in points. "
-        "`+changes`: the checkout had uncommitted changes to its code or configuration "
-        f"({', '.join(RUN_PATHS)}).\n\n",
+        "`+changes`: when the run started, the checkout had uncommitted changes to its code "
+        f"or configuration ({', '.join(RUN_PATHS)}).\n\n",
         line(HEADER) + "\n", line(["---"] * len(HEADER)) + "\n", *table,
     ]
     notes = [f"- {r.method} (`{r.name}`): {r.note}\n" for r in shown if r.note]
@@ -262,8 +264,10 @@ def build(rows: list[Row], args: argparse.Namespace) -> int:
         row.config = recipe(command(row, args.device, args.budget_scale)[1:])
         wanted = not args.table_only and (args.only is None or row.name in args.only)
         out = args.root / row.name
-        ran = False
+        ran, at = False, None
         if wanted:
+            # the checkout the run starts from: edits made while it runs are not its code
+            at = commit(HERE.parent)
             row.summary, ran = run_row(row, args.root, args.device, args.budget_scale)
         else:
             row.summary = read_summary(out) or {}
@@ -277,7 +281,8 @@ def build(rows: list[Row], args: argparse.Namespace) -> int:
         same = kept.get("command") == line and kept.get("recipe_sha256") in (
             None, fingerprint(row.config))
         if row.summary and (ran or not same):  # a new result, or one the record lacks
-            records[row.name] = record_of(row, out, args.device, args.budget_scale)
+            records[row.name] = record_of(row, out, args.device, args.budget_scale,
+                                          at if ran else None)
             same = True
         if same:  # a record made by another command is not this row's result
             use_record(row, records[row.name])

@@ -182,3 +182,28 @@ def test_a_row_is_marked_changed_only_by_changes_to_code_or_configuration(
         assert results.commit(repo) == head + "+changes", name
         (repo / name).write_text("0\n")
     assert results.commit(repo) == head
+
+
+def test_a_row_records_the_commit_its_run_started_from(
+        tmp_path: Path, env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """An edit made while a row runs is not the run's code: the record keeps the commit of
+    the checkout the run started from."""
+    results = _results()
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    now = ["abc1234"]
+    monkeypatch.setattr(results, "commit", lambda repo: now[0])
+
+    run = results.run_row
+
+    def run_row(*args: Any) -> tuple[dict[str, Any], bool]:
+        now[0] = "abc1234+changes"  # a file edited while the row runs
+        return run(*args)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(results, "run_row", run_row)
+    rows, records = tmp_path / "rows.yaml", tmp_path / "records.json"
+    rows.write_text(ROWS)
+    assert results.main(["--rows", str(rows), "--root", str(tmp_path / "runs"), "--out",
+                         str(tmp_path / "results.md"), "--records", str(records),
+                         "--only", "later"]) == 0
+    assert json.loads(records.read_text())["later"]["commit"] == "abc1234"
