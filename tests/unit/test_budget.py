@@ -86,6 +86,8 @@ def test_the_step_count_still_ends_a_run_with_a_budget_left(
     ("cosine", 10, 4.5, True),      # 1 step/s: about 4 of 10 steps fit; the cosine would not end
     ("linear", 10, 4.5, True),
     ("constant", 10, 4.5, False),   # its rate does not depend on the run's length
+    ("cosine", 10, 8.5, True),      # about 8 of 10 fit
+    ("cosine", 10, 9.5, False),     # about 9 of 10: within a tenth, not said
     ("cosine", 4, 100.0, False),    # the steps fit the budget
     ("cosine", 4, None, False),     # no budget
 ])
@@ -100,11 +102,12 @@ def test_a_budget_too_short_for_the_schedule_is_said_once_the_speed_is_known(
     if not warned:
         assert said == []
         return
-    # Checked after the first step (log_every 1): 1 done, 3.5 s left at 1 step/s.
-    assert said == [f"at 1.00 it/s, train.max_time leaves time for about 4 of "
+    # Checked after the first step (log_every 1): 1 done in 1 s, the rest at 1 step/s.
+    steps = int(max_time or 0)
+    assert said == [f"at 1.00 it/s, train.max_time leaves time for about {steps} of "
                     f"train.iterations = {iterations} steps; the learning-rate schedule is "
                     "laid over all of them, so it would stop above train.min_lr (set "
-                    "train.iterations to about 4 for this budget on this machine)"]
+                    f"train.iterations to about {steps} for this budget on this machine)"]
 
 
 def test_the_budget_check_leaves_the_first_steps_one_off_costs_out(
