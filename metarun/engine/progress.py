@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
@@ -58,13 +58,16 @@ class TrainProgress:
         task_type: whose metric is shown next to the loss, and how it is written.
         time_left: seconds of the time budget left (``None``: none); the logged eta is the
             sooner of the steps' end and the budget's.
+        on_speed: called once, ``log_every`` steps in, with that step and the speed then
+            (:meth:`steady_speed`).
     """
 
     def __init__(self, total: int, start: int = 0, log_every: int = 50,
                  live: bool | None = None, task_type: TaskType = CLASSIFICATION,
-                 time_left: float | None = None) -> None:
+                 time_left: float | None = None,
+                 on_speed: Callable[[int, float], None] | None = None) -> None:
         self.total, self.start, self.log_every = total, start, max(1, log_every)
-        self.time_left = time_left
+        self.time_left, self.on_speed = time_left, on_speed
         self.task_type = task_type
         self.metric, self.percent = task_type.metric, task_type.percent
         self.live = interactive() if live is None else live
@@ -128,6 +131,8 @@ class TrainProgress:
         (running means)."""
         if self._first is None:
             self._first = (step, time.perf_counter())
+        if self.on_speed is not None and step - self.start == self.log_every:
+            self.on_speed(step, self.steady_speed(step))
         speed = self.speed(step)
         if self._progress is not None:
             self._progress.update(self._task, completed=step, loss=loss, value=value,

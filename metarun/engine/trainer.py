@@ -200,7 +200,7 @@ class Trainer:
         self.algorithm.train()
         with StopRequest() as stop, TrainProgress(
                 self.iterations, start=done, log_every=every.log_every, task_type=task_type,
-                live=None if self.dist.is_main else False,
+                live=None if self.dist.is_main else False, on_speed=self._check_budget,
                 time_left=None if every.max_time is None else every.max_time - self.elapsed,
         ) as progress:
             for step in range(self.start_step, self.iterations + 1):
@@ -209,8 +209,6 @@ class Trainer:
                 done = step
                 loss, score = (sum(v) / len(window) for v in zip(*window, strict=True))
                 progress.update(step, loss, score)
-                if step - self.start_step + 1 == every.log_every:  # the speed is known by now
-                    self._check_budget(step, progress.steady_speed(step))
                 over = every.max_time is not None and self.seconds() >= every.max_time
                 over_any, signal_any = self.dist.any(int(over), stop.signal or 0)
                 over, stop_signal = bool(over_any), signal_any or None
@@ -254,7 +252,7 @@ class Trainer:
             lambda: self.prune is not None and self.prune(step, score)))
 
     def _check_budget(self, step: int, speed: float) -> None:
-        """Warn, once the speed is known, when the time budget ends the schedule early."""
+        """Warn, once the speed is known (``on_speed``), when the budget ends the schedule early."""
         left = None if self.settings.max_time is None else self.settings.max_time - self.seconds()
         note = schedules.budget_shortfall(self.scheduler, step, self.iterations, speed, left)
         if note and self.dist.is_main:
