@@ -141,6 +141,12 @@ class PeerError(RuntimeError):
         self.said = said
 
 
+def error_text(error: BaseException) -> str:
+    """``Type: message``: how a summary's ``error``, a sweep's list of failed jobs and rank 0's
+    word to the other ranks name an error (the launcher reads a pruned trial's back)."""
+    return f"{type(error).__name__}: {error}"
+
+
 def exit_status(error: BaseException) -> int | None:
     """The exit status of an expected failure, or ``None`` for a bug (shown in full).
 

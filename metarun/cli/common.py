@@ -96,7 +96,7 @@ def run_job(command: Command, cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from metarun.errors import PeerError, Preempted, Pruned, RunCompletedError
+    from metarun.errors import PeerError, Preempted, Pruned, RunCompletedError, error_text
     from metarun.jobs.rundir import claimed, record_failure
     from metarun.summary import objective, read_summary
 
@@ -126,7 +126,7 @@ def run_job(command: Command, cfg: DictConfig) -> float:
         if multirun and status != EXIT_PREEMPTED:
             log.error("job %s failed: %s", hydra_cfg.job.num, e, exc_info=status is None)
             where = getattr(e, "directory", None) or Path(output_dir)
-            FAILED_JOBS.setdefault(str(Path(where).resolve()), f"{type(e).__name__}: {e}")
+            FAILED_JOBS.setdefault(str(Path(where).resolve()), error_text(e))
             if claimed(where):
                 record_failure(Path(where), e, command.prog)
             return float("nan")

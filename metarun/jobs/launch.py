@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from metarun.errors import EXIT_ERROR, EXIT_PREEMPTED, PeerError, Pruned
+from metarun.errors import EXIT_ERROR, EXIT_PREEMPTED, PeerError, Pruned, error_text
 from metarun.extras import JOB_RANK_ENV
 from metarun.summary import COMPLETED, PREEMPTED, PRUNED, RunResult, read_summary
 
@@ -88,9 +88,10 @@ def launch(nproc: int, overrides: list[str], run_dir: Path,
         _record_if_killed(run_dir, started, e)
         summary = read_summary(run_dir) or {}
         status = EXIT_PREEMPTED if summary.get("status") == PREEMPTED else _status(e)
-        why = summary.get("error") or f"{type(e).__name__}: {e}".splitlines()[0]
-        ranks = f" ({_failed_ranks(e)})" if _failed_ranks(e) else ""
-        raise PeerError(f"the {nproc} training processes stopped{ranks}: {why}",
+        why = summary.get("error") or error_text(e).splitlines()[0]
+        ranks = _failed_ranks(e)
+        raise PeerError(f"the {nproc} training processes stopped"
+                        f"{f' ({ranks})' if ranks else ''}: {why}",
                         status) from None
     summary = read_summary(run_dir) or {}
     if summary.get("status") == PRUNED:  # a search's trial: its rank 0 reported, all stopped
@@ -118,7 +119,7 @@ def _record_if_killed(run_dir: Path, started: float, error: Exception) -> None:
 
 def _describe(error: Exception) -> str:
     """How each failed rank ended (``rank 1: killed by SIGKILL``), or the error's first line."""
-    return _failed_ranks(error) or f"{type(error).__name__}: {error}".splitlines()[0]
+    return _failed_ranks(error) or error_text(error).splitlines()[0]
 
 
 def _failed_ranks(error: Exception) -> str:

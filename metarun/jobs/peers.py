@@ -31,7 +31,14 @@ from omegaconf import DictConfig
 
 from metarun import build
 from metarun.engine.distributed import Dist, env_world_size, local_rank
-from metarun.errors import NonFiniteLossError, PeerError, Preempted, Pruned, exit_status
+from metarun.errors import (
+    NonFiniteLossError,
+    PeerError,
+    Preempted,
+    Pruned,
+    error_text,
+    exit_status,
+)
 
 _R = TypeVar("_R")
 
@@ -61,12 +68,8 @@ class _Message:
     status: int | None = None
 
 
-def _text(error: BaseException) -> str:
-    return f"{type(error).__name__}: {error}"
-
-
 def _refusal(error: BaseException) -> _Message:
-    return _Message(error=_text(error), status=exit_status(error))
+    return _Message(error=error_text(error), status=exit_status(error))
 
 
 class Peers:
@@ -92,11 +95,11 @@ class Peers:
         except BaseException as e:  # noqa: BLE001 - re-raised below, once all ranks know
             failed = e
         if self.dist.any(int(failed is not None))[0]:
-            main = self.dist.from_main(lambda: None if failed is None else _text(failed))
+            main = self.dist.from_main(lambda: None if failed is None else error_text(failed))
             if failed is None:
                 raise PeerError("another process of this run could not build it (its log "
                                 "says why)")
-            if not self.dist.is_main and _text(failed) == main:
+            if not self.dist.is_main and error_text(failed) == main:
                 raise PeerError(f"rank 0 stopped the run: {main}", exit_status(failed),
                                 said=True) from failed
             raise failed

@@ -16,7 +16,7 @@ import weakref
 from pathlib import Path
 from typing import Any
 
-from metarun.errors import OutputDirError
+from metarun.errors import OutputDirError, error_text
 from metarun.summary import FAILED, describe, read_summary, write_summary
 
 #: Files and folders that only a job's own results put in a directory.
@@ -121,4 +121,4 @@ def record_failure(output_dir: Path, error: BaseException, command: str) -> None
     training has started)."""
     if not (output_dir / "summary.json").exists():
         write_summary(output_dir, {"command": command, "status": FAILED,
-                                   "error": f"{type(error).__name__}: {error}"})
+                                   "error": error_text(error)})

@@ -35,6 +35,7 @@ from metarun.errors import (
     Pruned,
     RunCompletedError,
     RunLockedError,
+    error_text,
 )
 from metarun.jobs.peers import AGREED, Peers, join, quiet_follower
 from metarun.jobs.resume import resume_point
@@ -252,7 +253,7 @@ def write_unfinished(out: Path, error: BaseException, seconds: float) -> None:
         except ValueError:
             pass
     write_summary(out, {"command": TRAIN, "status": status,
-                        "error": f"{type(error).__name__}: {error}",
+                        "error": error_text(error),
                         "resumable": resumable, "seconds": round(seconds, 2)})
 
 
