@@ -20,6 +20,7 @@ import torch
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from metarun import configs
 from metarun.algorithms.base import Algorithm
 from metarun.configs import ENSEMBLE_METHODS, LOCATION_KEYS, parse_duration, trusted_config
 from metarun.data.batches import ImageSampler, PairSampler
@@ -205,9 +206,11 @@ class Restored:
     algorithm: Algorithm
 
 
-def restore(blob: dict[str, Any], source: str = "checkpoint") -> Restored:
+def restore(blob: dict[str, Any], source: str = "checkpoint",
+            changes: dict[str, Any] | None = None) -> Restored:
     """Rebuild the model of a checkpoint already read from ``source``
-    (:func:`~metarun.engine.checkpoint.load_checkpoint`). Its config is built only after
+    (:func:`~metarun.engine.checkpoint.load_checkpoint`), with ``changes`` to its config
+    (:func:`with_overrides`). Its config is built only after
     :func:`~metarun.configs.trusted_config` has checked that it names nothing but what
     metarun ships.
 
@@ -215,6 +218,7 @@ def restore(blob: dict[str, Any], source: str = "checkpoint") -> Restored:
         ValueError: an untrusted config, no weights, or weights that do not fit the model.
     """
     config = trusted_config(blob, source)  # before anything is imported or built
+    config = with_overrides(config, changes) if changes else config
     data = dataset(config)
     learner = algorithm(config, data, blob.get("train_classes"))
     state = blob.get("algorithm")
@@ -243,7 +247,7 @@ class EvalRequest:
         method: how to combine several (``None``: one checkpoint, alone).
         split: whose classes the episodes come from.
         device: as for :func:`metarun.load`.
-        overrides: run-config keys to change (``eval.*``, ``data.*``, ``seed``).
+        overrides: run-config keys to change (``eval.*``, ``data.*``, ``algo.*``, ``seed``).
     """
 
     checkpoints: list[str]
@@ -276,7 +280,7 @@ def eval_request(cfg: DictConfig) -> EvalRequest:
 
     overrides = eval_overrides({str(k): v for k, v in cfg.eval.items()},
                                {str(k): v for k, v in (cfg.get("data") or {}).items()},
-                               cfg.seed)
+                               cfg.seed, {str(k): v for k, v in (cfg.get("algo") or {}).items()})
     return EvalRequest(paths, method, Split.parse(str(cfg.split)), str(cfg.device.name),
                        overrides)
 
@@ -285,8 +289,8 @@ def with_overrides(run_config: DictConfig, overrides: dict[str, Any]) -> DictCon
     """A copy of a run's config with ``overrides``, each of which must name an existing key.
 
     Raises:
-        ValueError: a key the run's config does not have (for data keys, naming the keys its
-            dataset has).
+        ValueError: a key the run's config does not have (for data and algo keys, naming the
+            keys it has there), or a value naming what metarun does not ship.
     """
     cfg = run_config.copy()
     for key, value in overrides.items():
@@ -294,11 +298,13 @@ def with_overrides(run_config: DictConfig, overrides: dict[str, Any]) -> DictCon
             OmegaConf.update(cfg, key, value, force_add=True)
             continue
         if OmegaConf.select(cfg, key, default=_MISSING) is _MISSING:
-            if key.startswith("data."):
-                raise ValueError(f"{key}: the run's dataset ({cfg.data._target_}) has no such "
-                                 f"key; its keys: {', '.join(map(str, cfg.data))}")
+            group = key.split(".", 1)[0]
+            if group in ("data", "algo"):  # name what the run's dataset or algorithm has
+                raise ValueError(f"{key}: the run's {group} ({cfg[group]._target_}) has no such "
+                                 f"key; its keys: {', '.join(map(str, cfg[group]))}")
             raise ValueError(f"{key}: the run's config has no such key")
         OmegaConf.update(cfg, key, value)
+    configs.check_stored_config(OmegaConf.to_container(cfg), "metarun-eval's overrides")
     return cfg
 
 

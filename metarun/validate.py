@@ -246,12 +246,14 @@ EVAL_KEYS = ("ways", "shots", "queries", "val_episodes", "test_episodes", "diver
 
 
 def eval_overrides(eval_keys: dict[str, Any], data: dict[str, Any],
-                   seed: int | None) -> dict[str, Any]:
-    """The run-config keys that ``metarun-eval``'s ``eval.*``, ``data.*`` and ``seed`` set.
+                   seed: int | None, algo: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The run-config keys that ``metarun-eval``'s ``eval.*``, ``data.*``, ``algo.*`` and
+    ``seed`` set.
 
     Raises:
         ValueError: an ``eval`` key metarun does not have, a count that is not a positive
-            integer, a bad bound, or a seed that ``metarun`` would refuse.
+            integer, a bad bound, a seed that ``metarun`` would refuse, or ``algo._target_``
+            (the checkpoint's algorithm is the one evaluated).
     """
     out: dict[str, Any] = {}
     for key, value in eval_keys.items():
@@ -268,6 +270,10 @@ def eval_overrides(eval_keys: dict[str, Any], data: dict[str, Any],
             raise ValueError(f"eval.{key} must be a positive integer; got {value!r}")
         out[f"eval.{key}"] = value
     out.update({f"data.{key}": value for key, value in data.items()})
+    if "_target_" in (algo or {}):
+        raise ValueError("algo._target_ cannot be changed: metarun-eval evaluates the "
+                         "checkpoint's own algorithm (its other algo keys can be)")
+    out.update({f"algo.{key}": value for key, value in (algo or {}).items()})
     if seed is not None:
         if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
             raise ValueError(f"seed must be an integer from 0 to 2**63 - 1 (as for metarun); "

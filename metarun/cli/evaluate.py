@@ -21,10 +21,11 @@ def _job(cfg: DictConfig, output_dir: str) -> RunResult:
     return job(cfg, output_dir)
 
 
-def data_keys_need_no_plus(argv: list[str]) -> list[str]:
-    """``data.<key>=value`` changes a key of the run's own data config, which
-    ``conf/evaluate.yaml`` cannot list: pass it to Hydra as ``++data.<key>``."""
-    return [f"++{a}" if a.startswith("data.") else a for a in argv]
+def run_keys_need_no_plus(argv: list[str]) -> list[str]:
+    """``data.<key>=value`` and ``algo.<key>=value`` change a key of the run's own data or
+    algorithm config, which ``conf/evaluate.yaml`` cannot list: pass them to Hydra as
+    ``++data.<key>``, ``++algo.<key>``."""
+    return [f"++{a}" if a.startswith(("data.", "algo.")) else a for a in argv]
 
 
 def checkpoints_exist(argv: list[str]) -> str | None:
@@ -80,7 +81,7 @@ def show_ensemble(result: RunResult) -> None:
 
 
 COMMAND = Command(prog="metarun-eval", config_name="evaluate", job=_job, renamed=RENAMED,
-                  rewrite=data_keys_need_no_plus, checks=(checkpoints_exist,),
+                  rewrite=run_keys_need_no_plus, checks=(checkpoints_exist,),
                   show=show_ensemble)
 
 

@@ -33,6 +33,7 @@ from metarun.algorithms.base import Algorithm
 from metarun.device import resolve_device
 from metarun.engine.checkpoint import checkpoint_file, load_checkpoint
 from metarun.engine.evaluate import divergence_bound, summarise
+from metarun.jobs.evaluate import algo_keys
 from metarun.summary import COMPLETED, EVAL, write_summary
 from metarun.tasktypes import TaskType
 from metarun.types import Episode, EvalResult, Split
@@ -59,14 +60,16 @@ class Member:
         return build.info(self.config).algo
 
 
-def load_members(paths: Sequence[str | Path], device: str = "auto") -> list[Member]:
-    """Load every member (nothing in the files is executed; see :func:`metarun.load`)."""
+def load_members(paths: Sequence[str | Path], device: str = "auto",
+                 changes: dict[str, Any] | None = None) -> list[Member]:
+    """Load every member (nothing in the files is executed; see :func:`metarun.load`), with
+    ``changes`` to each one's algorithm config (:func:`metarun.build.restore`)."""
     target = resolve_device(device)
     members = []
     for p in paths:
         path = checkpoint_file(p)
         blob = load_checkpoint(path)
-        restored = build.restore(blob, source=str(path))
+        restored = build.restore(blob, str(path), changes)
         algorithm = restored.algorithm.to(target).eval()
         best = blob.get("best") or {}
         val = float(best.get(algorithm.task_type.metric, math.nan))
@@ -188,7 +191,8 @@ def ensemble(paths: Sequence[str | Path], method: str, output_dir: str | Path,
         device: as for :func:`metarun.load`.
         overrides: run-config keys for the episodes (``eval.ways``, ``eval.shots``,
             ``eval.queries``, ``eval.test_episodes``, ``seed``, ``data.root`` ...); see
-            :func:`metarun.build.common_episodes` for the defaults.
+            :func:`metarun.build.common_episodes` for the defaults. ``algo.<key>`` keys change
+            every member's algorithm (each must have the key).
         split: whose classes the episodes come from (the test split unless told).
 
     Returns:
@@ -197,7 +201,7 @@ def ensemble(paths: Sequence[str | Path], method: str, output_dir: str | Path,
     t0 = time.perf_counter()
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}; got {method!r}")
-    members = load_members(paths, device)
+    members = load_members(paths, device, algo_keys(overrides or {}))
     check_compatible(members, method)
     cfg = build.common_episodes([m.config for m in members], overrides or {})
     about = build.info(cfg)

@@ -19,10 +19,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from metarun import build
-from metarun.configs import check_stored_config
 from metarun.device import resolve_device
 from metarun.engine.checkpoint import checkpoint_file, load_checkpoint
 from metarun.engine.evaluate import evaluate
@@ -51,6 +50,11 @@ def job(cfg: DictConfig, output_dir: str | Path) -> RunResult:
     return RunResult(summary, str(output_dir))
 
 
+def algo_keys(overrides: dict[str, Any]) -> dict[str, Any]:
+    """The overrides that change the algorithm (its meta-test settings), not the episodes."""
+    return {k: v for k, v in overrides.items() if k.startswith("algo.")}
+
+
 def _check_inputs(path: Path, trained_on: Dataset, data: Dataset) -> None:
     """Refuse data whose inputs or task type differ from those the model was trained on."""
     if tuple(data.input_shape) != tuple(trained_on.input_shape) or \
@@ -71,8 +75,9 @@ def evaluate_checkpoint(checkpoint: str | Path, output_dir: str | Path, *,
         split: ``train``, ``val`` or ``test``: whose classes the episodes come from.
         device: as for :func:`metarun.load`.
         overrides: run-config keys to change (``eval.ways``, ``eval.test_episodes``, ``seed``,
-            ``data.<key>`` ...; each must exist in the run's config). Everything else is the
-            run's.
+            ``data.<key>``, ``algo.<key>`` ...; each must exist in the run's config). Everything
+            else is the run's. ``algo`` keys rebuild the model before its weights are loaded:
+            ``algo.test_inner_steps=10`` adapts with 10 steps at meta-test.
 
     Raises:
         ValueError: the checkpoint cannot meet these episodes (another input shape or task
@@ -82,11 +87,10 @@ def evaluate_checkpoint(checkpoint: str | Path, output_dir: str | Path, *,
     which = split if isinstance(split, Split) else Split.parse(split)
     path = checkpoint_file(checkpoint)
     blob = load_checkpoint(path, map_location="cpu")
-    restored = build.restore(blob, source=str(path))
+    restored = build.restore(blob, str(path), algo_keys(overrides or {}))
     target = resolve_device(device)
     algorithm = restored.algorithm.to(target).eval()
     cfg = build.with_overrides(restored.config, overrides or {})
-    check_stored_config(OmegaConf.to_container(cfg), "metarun-eval's overrides")
     data = build.dataset(cfg)
     _check_inputs(path, restored.dataset, data)
     about = build.info(cfg)

@@ -88,6 +88,11 @@ def test_the_command_line_reproduces_the_run_and_reaches_ensembles(
     (["checkpoint={run}", "seed=-5"], "seed must be an integer from 0 to 2**63 - 1"),
     (["checkpoint={run}", "eval.episodes=4"], "eval.episodes is now eval.test_episodes"),
     (["checkpoint={tmp}/nowhere.pt"], "no checkpoint at "),
+    (["checkpoint={run}", "algo.test_inner_steps=10"], "ProtoNet) has no such key; its keys"),
+    (["checkpoint=[{run},{run}]", "ensemble=average", "algo.nonsense=1"], "has no such key"),
+    (["checkpoint={run}", "algo._target_=os.system"], "algo._target_ cannot be changed"),
+    (["checkpoint={run}", "algo.bn_mode={{_target_:os.system}}"],
+     "is not a component metarun ships"),
 ])
 def test_bad_input_is_one_line_and_exit_2(trained: Path, tmp_path: Path, env: dict[str, str],
                                           args: list[str], message: str) -> None:
@@ -100,13 +105,34 @@ def test_bad_input_is_one_line_and_exit_2(trained: Path, tmp_path: Path, env: di
     assert "Traceback" not in proc.stderr
 
 
-def test_regression_checkpoints_reproduce_their_mse(tmp_path: Path) -> None:
+def test_regression_checkpoints_reproduce_their_mse_and_take_algo_keys(tmp_path: Path) -> None:
     cfg = compose_config("device=cpu", "data=sinusoid", "algo=maml", "train.iterations=4",
                          "train.eval_every=2", "eval.val_episodes=4", "eval.test_episodes=8")
     result = run(cfg, tmp_path / "run")
+    own = result.summary["test"]["mse"]
     again = evaluate_checkpoint(tmp_path / "run", tmp_path / "eval", device="cpu")
     assert again["metric"] == "mse"
-    assert again["result"]["mse"] == result.summary["test"]["mse"]
+    assert again["result"]["mse"] == own
+    # algo keys rebuild the model before its weights are loaded: the run's own meta-test
+    # steps give its score again; none (the unadapted model) a worse one, on the same episodes.
+    steps = {"algo.test_inner_steps": cfg.algo.test_inner_steps}
+    assert evaluate_checkpoint(tmp_path / "run", tmp_path / "same", device="cpu",
+                               overrides=steps)["result"]["mse"] == own
+    unadapted = evaluate_checkpoint(tmp_path / "run", tmp_path / "none", device="cpu",
+                                    overrides={"algo.test_inner_steps": 0})
+    assert unadapted["overrides"] == {"algo.test_inner_steps": 0}
+    assert unadapted["result"]["episodes_sha256"] == again["result"]["episodes_sha256"]
+    assert unadapted["result"]["mse"] > own
+
+
+def test_an_algo_key_that_changes_the_weights_shapes_is_refused(tmp_path: Path,
+                                                                 make_config) -> None:  # type: ignore[no-untyped-def]
+    small = [a for a in SMALL if not a.startswith("algo=")]
+    run(make_config(*small, "algo=maml", "train.iterations=2"), tmp_path / "maml")
+    with pytest.raises(ValueError, match="the saved weights do not fit the model"):
+        evaluate_checkpoint(tmp_path / "maml", tmp_path / "eval", device="cpu",
+                            overrides={"algo.ways": 3, "eval.ways": 3})
+    assert not (tmp_path / "eval" / "summary.json").exists()
 
 
 def test_an_evaluation_sweep_goes_on_past_a_failed_setting(trained: Path, tmp_path: Path,

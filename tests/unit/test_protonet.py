@@ -73,3 +73,7 @@ def test_metarun_eval_takes_a_divergence_bound() -> None:
     for bad in (-1.0, "x", float("inf")):
         with pytest.raises(ValueError, match="eval.diverged_above must be a finite number"):
             eval_overrides({"diverged_above": bad}, {}, None)
+    assert eval_overrides({}, {"split": "lake"}, 3, {"test_inner_steps": 10}) == {
+        "data.split": "lake", "seed": 3, "algo.test_inner_steps": 10}
+    with pytest.raises(ValueError, match="algo._target_ cannot be changed"):
+        eval_overrides({}, {}, None, {"_target_": "os.system"})
