@@ -67,6 +67,41 @@ def test_siamese_takes_one_forward_pass_per_group_of_pairs() -> None:
     torch.testing.assert_close(whole, (each[0] + each[1]) / 2)
 
 
+def test_siamese_with_pairs_null_trains_on_every_pair_of_each_episode() -> None:
+    """``algo.pairs=null``: the train split's episodes (``train_ways``, ``train_queries``), one
+    forward pass each; the loss is binary cross-entropy over all n(n-1)/2 pairs of its images,
+    same-class pairs weighted to ``same_fraction`` of it."""
+    torch.manual_seed(0)
+    model = Siamese(_conv(), pairs=None, same_fraction=0.3, train_ways=4, train_queries=2)
+    sampler = train_sampler(model, _bank(), EpisodeData(ways=5, shots=1, queries=1))
+    batch = sampler.sample(2, torch.Generator().manual_seed(0))
+    assert batch.support_x.shape[1] == 4 and batch.query_x.shape[1] == 8
+    out = model.meta_train_step(batch)
+    expected = []
+    for task in batch:
+        x, y = torch.cat([task.support_x, task.query_x]), torch.cat([task.support_y,
+                                                                   task.query_y])
+        z = model.backbone(x)
+        same, other = [], []
+        for i in range(len(y)):
+            for j in range(i + 1, len(y)):
+                logit = model.verify_logits(z[i], z[j])
+                target = torch.tensor(float(y[i] == y[j]))
+                (same if y[i] == y[j] else other).append(
+                    F.binary_cross_entropy_with_logits(logit, target))
+        assert (len(same), len(other)) == (4 * 3, 66 - 12)  # 12 images: 4 classes of 3
+        expected.append(0.3 * torch.stack(same).mean() + 0.7 * torch.stack(other).mean())
+    torch.testing.assert_close(out.loss, torch.stack(expected).mean())
+    out.loss.backward()
+    assert 0.0 <= out.metrics["acc"] <= 1.0
+    assert model.verify.weight.grad is not None and model.verify.weight.grad.abs().sum() > 0
+
+
+def test_siamese_refuses_episode_keys_with_sampled_pairs() -> None:
+    with pytest.raises(ValueError, match="algo.train_ways and algo.train_queries.*pairs=null"):
+        Siamese(_conv(), pairs=32, train_ways=8)
+
+
 # --- black box -------------------------------------------------------------------------------
 
 def test_blackbox_permuting_queries_only_permutes_predictions() -> None:
