@@ -47,7 +47,14 @@ def _untrained_accuracy(cfg: DictConfig) -> float:
     # Issue 4's other learners, ~2-3 minutes each, so slow. Siamese networks train on
     # verification pairs, the black box (SNAIL) from scratch; the baselines pre-train on
     # 256 labelled images per step over all 4400 training classes.
-    pytest.param("siamese", ["train.iterations=400"], 0.60, 0.15, marks=pytest.mark.slow),
+    # Siamese networks on Omniglot train on every pair of 8-way episodes by default, and on
+    # sampled pairs elsewhere: 200 steps of each measured here 76.1% +/- 2.3% and 67.9% +/-
+    # 2.4% against 24.2% untrained, 71 s for both (400 steps of sampled pairs, the test until
+    # 2026-12-07: 78.7%).
+    pytest.param("siamese", ["train.iterations=200"], 0.65, 0.15, marks=pytest.mark.slow),
+    pytest.param("siamese", ["train.iterations=200", "algo.pairs=32", "algo.train_ways=null",
+                             "algo.train_queries=null"], 0.60, 0.15, marks=pytest.mark.slow,
+                 id="siamese-sampled-pairs"),
     # The black box's attention starts with keys equal to queries (81% validation accuracy
     # after 300 steps, measured; 26% without): docs/algorithms.md.
     pytest.param("blackbox", ["train.iterations=400"], 0.60, 0.30, marks=pytest.mark.slow),
