@@ -93,12 +93,16 @@ class BlackBox(MetricAlgorithm):
         value_size: attention value width.
         bn_mode: see :class:`~metarun.algorithms.base.Algorithm`.
         task_type: the data's task type (classification only).
+        train_queries: queries per class in training episodes (``None``: the task's);
+            meta-test keeps ``eval.queries``.
     """
 
     def __init__(self, backbone: Backbone, max_ways: int = 5, max_shots: int = 5,
                  filters: int = 64, key_size: int = 64, value_size: int = 32,
-                 bn_mode: str = "running", task_type: TaskType = CLASSIFICATION) -> None:
-        super().__init__(backbone, bn_mode=bn_mode, task_type=task_type)
+                 bn_mode: str = "running", task_type: TaskType = CLASSIFICATION,
+                 train_queries: int | None = None) -> None:
+        super().__init__(backbone, bn_mode=bn_mode, task_type=task_type,
+                         train_queries=train_queries)
         for key, value, least in (("algo.max_ways", max_ways, 2),
                                   ("algo.max_shots", max_shots, 1),
                                   ("algo.filters", filters, 1), ("algo.key_size", key_size, 1),

@@ -153,6 +153,19 @@ def test_blackbox_refuses_tasks_beyond_its_maximum() -> None:
         model.adapt(task.support_x, task.support_y)
 
 
+def test_blackbox_train_queries_change_the_training_episodes_only() -> None:
+    """``algo.train_queries``: fewer query sequences per training episode (each query is read
+    after the whole support sequence); meta-test keeps ``eval.queries``."""
+    task = EpisodeData(ways=5, shots=1, queries=15)
+    assert BlackBox(_conv()).training_data(task) == task
+    model = BlackBox(_conv(), max_ways=5, max_shots=1, train_queries=3)
+    assert model.training_data(task) == EpisodeData(5, 1, 3)
+    sampler = train_sampler(model, _bank(), task)
+    assert sampler.sample(2, torch.Generator().manual_seed(0)).query_x.shape[1] == 15
+    with pytest.raises(ValueError, match="algo.train_queries must be a positive integer"):
+        BlackBox(_conv(), train_queries=0)
+
+
 # --- fine-tuning baselines -------------------------------------------------------------------
 
 @pytest.mark.parametrize("head", ["linear", "cosine"])
