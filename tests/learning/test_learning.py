@@ -56,8 +56,11 @@ def _untrained_accuracy(cfg: DictConfig) -> float:
                              "algo.train_queries=null"], 0.60, 0.15, marks=pytest.mark.slow,
                  id="siamese-sampled-pairs"),
     # The black box's attention starts with keys equal to queries (81% validation accuracy
-    # after 300 steps, measured; 26% without): docs/algorithms.md.
-    pytest.param("blackbox", ["train.iterations=400"], 0.60, 0.30, marks=pytest.mark.slow),
+    # after 300 steps, measured; 26% without): docs/algorithms.md. Five training queries per
+    # class, as its Omniglot experiment: measured here 77.3% +/- 2.4% against 18.8% untrained
+    # in 67 s (with the task's 15: 81.8% +/- 2.0%, about 3 minutes).
+    pytest.param("blackbox", ["train.iterations=400", "algo.train_queries=5"], 0.60, 0.30,
+                 marks=pytest.mark.slow),
     # The longest of the slow tests (254 s in a CI worker on 2026-12-07), so it starts first.
     pytest.param("baseline", ["train.iterations=400"], 0.60, 0.15,
                  marks=[pytest.mark.slow, pytest.mark.longest]),
