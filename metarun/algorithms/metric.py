@@ -62,14 +62,19 @@ class MetricAlgorithm(Algorithm):
         """Training loss and metric of one task's predictions (default: the task type's)."""
         return self.task_type.loss_and_score(prediction, labels)
 
+    def episode_loss(self, task: Episode, z: Tensor) -> tuple[Tensor, Tensor]:
+        """Training loss and metric of one episode from ``z``, the embeddings of its support
+        then query images (default: the queries' predictions against their labels)."""
+        n_support = task.support_x.shape[0]
+        prediction = self.predict(z[:n_support], task.support_y, z[n_support:], task.ways)
+        return self.loss_and_score(prediction, task.query_y)
+
     def meta_train_step(self, batch: EpisodeBatch) -> StepOutput:
         losses, scores = [], []
         for task in batch:
-            n_support = task.support_x.shape[0]
             # One forward pass over support and query: one set of batch statistics per task.
             z = self.backbone(torch.cat([task.support_x, task.query_x]))
-            prediction = self.predict(z[:n_support], task.support_y, z[n_support:], task.ways)
-            loss, score = self.loss_and_score(prediction, task.query_y)
+            loss, score = self.episode_loss(task, z)
             losses.append(loss)
             scores.append(score)
         metrics = {self.task_type.metric: float(torch.stack(scores).mean())}

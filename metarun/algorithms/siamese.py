@@ -10,6 +10,7 @@ from metarun.algorithms.metric import MetricAlgorithm
 from metarun.tasktypes import CLASSIFICATION, TaskType
 from metarun.types import (
     Backbone,
+    Episode,
     EpisodeBatch,
     EpisodeData,
     PairBatch,
@@ -84,8 +85,8 @@ class Siamese(MetricAlgorithm):
         return logits[:, None, :].masked_fill(~member[None], float("-inf")).amax(-1)
 
     def meta_train_step(self, batch: PairBatch | EpisodeBatch) -> StepOutput:
-        if isinstance(batch, EpisodeBatch):
-            return self._episode_pairs_step(batch)
+        if isinstance(batch, EpisodeBatch):  # algo.pairs=null: see episode_loss
+            return super().meta_train_step(batch)
         # One forward pass per group of algo.pairs pairs (a task's worth), as episodic learners
         # take one per task: one set of batch statistics each. On a CPU it is also faster:
         # Conv-4 on 28x28 took 27 ms for 64 images and 236 ms for 256 (channels-last, 2-core
@@ -100,23 +101,19 @@ class Siamese(MetricAlgorithm):
         acc = ((logits > 0).to(batch.same.dtype) == batch.same).float().mean()
         return StepOutput(loss, {self.task_type.metric: float(acc)})
 
-    def _episode_pairs_step(self, batch: EpisodeBatch) -> StepOutput:
-        """Every pair of each episode's images, from one forward pass per episode: n images
-        give n(n-1)/2 pairs for the cost of n embeddings, where sampled pairs give n/2."""
-        losses, scores = [], []
-        for task in batch:
-            z = self.backbone(torch.cat([task.support_x, task.query_x]))
-            y = torch.cat([task.support_y, task.query_y])
-            first, second = torch.triu_indices(len(y), len(y), 1, device=y.device)
-            logits = self.verify_logits(z[first], z[second])
-            same = y[first] == y[second]
-            # Few pairs are same-class (1 in 8 for 8 ways of 4 images): weighted so that they
-            # make same_fraction of the loss, as in sampled pairs.
-            weight = torch.where(same, self.same_fraction / same.sum().clamp(min=1),
-                                 (1 - self.same_fraction) / (~same).sum().clamp(min=1))
-            bce = F.binary_cross_entropy_with_logits(logits, same.to(logits.dtype),
-                                                     reduction="none")
-            losses.append((weight * bce).sum())
-            scores.append((weight * ((logits > 0) == same).to(weight.dtype)).sum())
-        return StepOutput(torch.stack(losses).mean(),
-                          {self.task_type.metric: float(torch.stack(scores).mean())})
+    def episode_loss(self, task: Episode, z: Tensor) -> tuple[Tensor, Tensor]:
+        """Every pair of the episode's images (``algo.pairs=null``), from the one forward pass
+        per episode: n images give n(n-1)/2 pairs for the cost of n embeddings, where sampled
+        pairs give n/2."""
+        y = torch.cat([task.support_y, task.query_y])
+        first, second = torch.triu_indices(len(y), len(y), 1, device=y.device)
+        logits = self.verify_logits(z[first], z[second])
+        same = y[first] == y[second]
+        # Few pairs are same-class (1 in 8 for 8 ways of 4 images): weighted so that they
+        # make same_fraction of the loss, as in sampled pairs.
+        weight = torch.where(same, self.same_fraction / same.sum().clamp(min=1),
+                             (1 - self.same_fraction) / (~same).sum().clamp(min=1))
+        bce = F.binary_cross_entropy_with_logits(logits, same.to(logits.dtype),
+                                                 reduction="none")
+        correct = ((logits > 0) == same).to(weight.dtype)
+        return (weight * bce).sum(), (weight * correct).sum()
