@@ -33,7 +33,7 @@ from metarun.algorithms.base import Algorithm
 from metarun.device import resolve_device
 from metarun.engine.checkpoint import checkpoint_file, load_checkpoint
 from metarun.engine.evaluate import divergence_bound, summarise
-from metarun.jobs.evaluate import algo_keys
+from metarun.jobs.evaluate import split_algo_keys
 from metarun.summary import COMPLETED, EVAL, write_summary
 from metarun.tasktypes import TaskType
 from metarun.types import Episode, EvalResult, Split
@@ -201,9 +201,10 @@ def ensemble(paths: Sequence[str | Path], method: str, output_dir: str | Path,
     t0 = time.perf_counter()
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}; got {method!r}")
-    members = load_members(paths, device, algo_keys(overrides or {}))
+    changes, rest = split_algo_keys(overrides or {})
+    members = load_members(paths, device, changes)
     check_compatible(members, method)
-    cfg = build.common_episodes([m.config for m in members], overrides or {})
+    cfg = build.common_episodes([m.config for m in members], rest)
     about = build.info(cfg)
     task_type = members[0].algorithm.task_type
     for m in members:

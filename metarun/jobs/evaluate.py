@@ -50,9 +50,11 @@ def job(cfg: DictConfig, output_dir: str | Path) -> RunResult:
     return RunResult(summary, str(output_dir))
 
 
-def algo_keys(overrides: dict[str, Any]) -> dict[str, Any]:
-    """The overrides that change the algorithm (its meta-test settings), not the episodes."""
-    return {k: v for k, v in overrides.items() if k.startswith("algo.")}
+def split_algo_keys(overrides: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``overrides`` in two: those that change the algorithm (its meta-test settings, applied
+    when the model is rebuilt), and the rest (the episodes', applied to that config)."""
+    algo = {k: v for k, v in overrides.items() if k.startswith("algo.")}
+    return algo, {k: v for k, v in overrides.items() if k not in algo}
 
 
 def _check_inputs(path: Path, trained_on: Dataset, data: Dataset) -> None:
@@ -87,10 +89,11 @@ def evaluate_checkpoint(checkpoint: str | Path, output_dir: str | Path, *,
     which = split if isinstance(split, Split) else Split.parse(split)
     path = checkpoint_file(checkpoint)
     blob = load_checkpoint(path, map_location="cpu")
-    restored = build.restore(blob, str(path), algo_keys(overrides or {}))
+    changes, rest = split_algo_keys(overrides or {})
+    restored = build.restore(blob, str(path), changes)
     target = resolve_device(device)
     algorithm = restored.algorithm.to(target).eval()
-    cfg = build.with_overrides(restored.config, overrides or {})
+    cfg = build.with_overrides(restored.config, rest)
     data = build.dataset(cfg)
     _check_inputs(path, restored.dataset, data)
     about = build.info(cfg)
