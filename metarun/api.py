@@ -92,9 +92,9 @@ def load(path: str | Path, device: str = "auto") -> Learner:
         ValueError: the file is not a loadable metarun checkpoint, or its config names
             something metarun does not ship (one line each).
     """
-    from metarun import build
+    from metarun.build import saved
 
-    restored = build.restore(load_checkpoint(path, map_location="cpu"), source=str(path))
+    restored = saved.restore(load_checkpoint(path, map_location="cpu"), source=str(path))
     target = resolve_device(device)
     restored.algorithm.to(target).eval()
     return Learner(restored.algorithm, restored.dataset, target, restored.config)

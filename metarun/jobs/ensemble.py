@@ -30,6 +30,8 @@ from torch import Tensor
 
 from metarun import build
 from metarun.algorithms.base import Algorithm
+from metarun.build import saved
+from metarun.configs import ENSEMBLE_METHODS
 from metarun.device import resolve_device
 from metarun.engine.checkpoint import checkpoint_file, load_checkpoint
 from metarun.engine.evaluate import divergence_bound, summarise
@@ -39,8 +41,6 @@ from metarun.tasktypes import TaskType
 from metarun.types import Episode, EvalResult, Split
 
 log = logging.getLogger("metarun")
-
-METHODS = build.ENSEMBLE_METHODS
 
 
 @dataclass
@@ -63,13 +63,13 @@ class Member:
 def load_members(paths: Sequence[str | Path], device: str = "auto",
                  changes: dict[str, Any] | None = None) -> list[Member]:
     """Load every member (nothing in the files is executed; see :func:`metarun.load`), with
-    ``changes`` to each one's algorithm config (:func:`metarun.build.restore`)."""
+    ``changes`` to each one's algorithm config (:func:`metarun.build.saved.restore`)."""
     target = resolve_device(device)
     members = []
     for p in paths:
         path = checkpoint_file(p)
         blob = load_checkpoint(path)
-        restored = build.restore(blob, str(path), changes)
+        restored = saved.restore(blob, str(path), changes)
         algorithm = restored.algorithm.to(target).eval()
         best = blob.get("best") or {}
         val = float(best.get(algorithm.task_type.metric, math.nan))
@@ -80,8 +80,8 @@ def load_members(paths: Sequence[str | Path], device: str = "auto",
 
 def check_compatible(members: list[Member], method: str) -> None:
     """Raise ``ValueError`` unless the members can be combined by ``method``."""
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}; got {method!r}")
+    if method not in ENSEMBLE_METHODS:
+        raise ValueError(f"method must be one of {ENSEMBLE_METHODS}; got {method!r}")
     if not members:
         raise ValueError("an ensemble needs at least one checkpoint")
     first = members[0]
@@ -89,14 +89,14 @@ def check_compatible(members: list[Member], method: str) -> None:
         if type(m.algorithm.task_type) is not type(first.algorithm.task_type):
             raise ValueError(f"{m.path} learns {m.algorithm.task_type.name} tasks, "
                              f"{first.path} {first.algorithm.task_type.name} tasks")
-        mine, theirs = build.data_identity(m.config), build.data_identity(first.config)
+        mine, theirs = saved.data_identity(m.config), saved.data_identity(first.config)
         if mine != theirs:
             raise ValueError(f"{m.path} was trained on different data from {first.path}: "
                              f"{mine} vs {theirs}")
     if method != "fuse":
         return
     for m in members[1:]:
-        mine, theirs = build.architecture(m.config), build.architecture(first.config)
+        mine, theirs = saved.architecture(m.config), saved.architecture(first.config)
         for key in mine:
             if mine[key] != theirs[key]:
                 raise ValueError(f"fuse needs one architecture: {m.path} and {first.path} "
@@ -149,7 +149,7 @@ def _fused(members: list[Member], device: torch.device) -> Algorithm:
         log.warning("fusing members trained from different seeds: the weights of "
                     "independently initialised networks rarely average into a working one")
     first = members[0]
-    restored = build.restore({"config": build.resolved(first.config),
+    restored = saved.restore({"config": build.resolved(first.config),
                               "train_classes": first.train_classes,
                               "algorithm": fused_state([m.state for m in members])},
                              "the fused members")
@@ -191,7 +191,7 @@ def ensemble(paths: Sequence[str | Path], method: str, output_dir: str | Path,
         device: as for :func:`metarun.load`.
         overrides: run-config keys for the episodes (``eval.ways``, ``eval.shots``,
             ``eval.queries``, ``eval.test_episodes``, ``seed``, ``data.root`` ...); see
-            :func:`metarun.build.common_episodes` for the defaults. ``algo.<key>`` keys change
+            :func:`metarun.build.saved.common_episodes` for the defaults. ``algo.<key>`` keys change
             every member's algorithm (each must have the key).
         split: whose classes the episodes come from (the test split unless told).
 
@@ -199,12 +199,12 @@ def ensemble(paths: Sequence[str | Path], method: str, output_dir: str | Path,
         The summary: every member's and the ensemble's score with its 95% CI.
     """
     t0 = time.perf_counter()
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}; got {method!r}")
+    if method not in ENSEMBLE_METHODS:
+        raise ValueError(f"method must be one of {ENSEMBLE_METHODS}; got {method!r}")
     changes, rest = split_algo_keys(overrides or {})
     members = load_members(paths, device, changes)
     check_compatible(members, method)
-    cfg = build.common_episodes([m.config for m in members], rest)
+    cfg = saved.common_episodes([m.config for m in members], rest)
     about = build.info(cfg)
     task_type = members[0].algorithm.task_type
     for m in members:

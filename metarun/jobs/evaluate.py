@@ -22,6 +22,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from metarun import build
+from metarun.build import saved
 from metarun.device import resolve_device
 from metarun.engine.checkpoint import checkpoint_file, load_checkpoint
 from metarun.engine.evaluate import evaluate
@@ -35,7 +36,7 @@ log = logging.getLogger("metarun")
 def job(cfg: DictConfig, output_dir: str | Path) -> RunResult:
     """One ``metarun-eval`` job in its own directory, which must hold no other job's results
     (checked before anything is written)."""
-    request = build.eval_request(cfg)
+    request = saved.eval_request(cfg)
     refuse_results(output_dir, "hydra.run.dir")
     claim(output_dir, cfg)
     if request.method is None:
@@ -90,10 +91,10 @@ def evaluate_checkpoint(checkpoint: str | Path, output_dir: str | Path, *,
     path = checkpoint_file(checkpoint)
     blob = load_checkpoint(path, map_location="cpu")
     changes, rest = split_algo_keys(overrides or {})
-    restored = build.restore(blob, str(path), changes)
+    restored = saved.restore(blob, str(path), changes)
     target = resolve_device(device)
     algorithm = restored.algorithm.to(target).eval()
-    cfg = build.with_overrides(restored.config, rest)
+    cfg = saved.with_overrides(restored.config, rest)
     data = build.dataset(cfg)
     _check_inputs(path, restored.dataset, data)
     about = build.info(cfg)
