@@ -21,6 +21,31 @@ LossFn = Callable[[Tensor, Tensor], Tensor]
 StepSize = float | Mapping[str, Tensor]
 #: Extra tensors for step ``i`` of the loop (parameters or buffers that are not adapted).
 StepState = Callable[[int], Mapping[str, Tensor]]
+#: Step ``i``'s gradients to the directions the step moves along (scaled by its step size):
+#: plain gradient descent when there is none; :class:`AdamDirections` for Adam.
+Directions = Callable[[int, Params], Params]
+
+
+class AdamDirections:
+    """Adam's update direction with ``beta1 = 0`` (Reptile's inner optimizer), computed as
+    ``torch.optim.Adam`` computes it: ``g / (sqrt(v / (1 - beta2^t)) + eps)``, where ``v`` is
+    the running mean of ``g^2``. It keeps ``v``, so one serves one inner loop. Its tensor
+    operations work under ``torch.func.vmap``."""
+
+    def __init__(self, beta2: float = 0.999, eps: float = 1e-8) -> None:
+        self.beta2, self.eps = beta2, eps
+        self.v: Params = {}
+
+    def __call__(self, i: int, grads: Params) -> Params:
+        correction = (1 - self.beta2 ** (i + 1)) ** 0.5
+        out = {}
+        for name, g in grads.items():
+            v = self.v.get(name)
+            v = torch.addcmul(torch.zeros_like(g) if v is None else v * self.beta2, g, g,
+                              value=1 - self.beta2)
+            self.v[name] = v
+            out[name] = g / (v.sqrt() / correction + self.eps)
+        return out
 
 
 def forward(module: nn.Module, fast: Mapping[str, Tensor], x: Tensor,
@@ -41,6 +66,7 @@ def inner_trajectory(
     state: StepState | None = None,
     functional: bool = False,
     checkpoint: bool = False,
+    directions: Directions | None = None,
 ) -> list[Params]:
     """Take ``steps`` steps of gradient descent on ``loss_fn(module(x), y)``.
 
@@ -70,16 +96,17 @@ def inner_trajectory(
         The fast weights before the first step and after each step: ``steps + 1`` dicts with
         the keys of ``params``.
     """
+    if checkpoint and directions is not None:
+        raise ValueError("an inner loop with its own step directions cannot be checkpointed")
     fast = dict(params)
     trajectory = [fast]
     with torch.enable_grad():  # adaptation needs gradients even inside no_grad evaluation
         for i in range(steps):
-            step_state = state(i) if state is not None else None
             size = lr(i) if callable(lr) else lr
-
-            box = [step_state]  # what a recomputation swaps for copies
+            box = [state(i) if state is not None else None]  # a recomputation swaps copies in
             step = functools.partial(_step, module, tuple(fast), x, y, loss_fn, box,
-                                     create_graph, functional, size)
+                                     create_graph, functional, size,
+                                     functools.partial(directions, i) if directions else None)
             weights = (torch.utils.checkpoint.checkpoint(
                 step, *fast.values(), use_reentrant=False,
                 context_fn=functools.partial(_contexts, module, box))
@@ -126,13 +153,18 @@ def _contexts(module: nn.Module, state: list[Mapping[str, Tensor] | None],
 
 def _step(module: nn.Module, names: tuple[str, ...], x: Tensor, y: Tensor, loss_fn: LossFn,
           state: list[Mapping[str, Tensor] | None], create_graph: bool, functional: bool,
-          size: StepSize, *weights: Tensor) -> tuple[Tensor, ...]:
+          size: StepSize, directions: Callable[[Params], Params] | None,
+          *weights: Tensor) -> tuple[Tensor, ...]:
     """One inner step: the fast weights after it, in the order of ``names`` (``state[0]``:
     the step's other tensors)."""
     fast = dict(zip(names, weights, strict=True))
-    grads = _gradients(module, fast, x, y, loss_fn, state[0], create_graph, functional)
-    return tuple(w if g is None else w - _step_size(size, name) * g
-                 for (name, w), g in zip(fast.items(), grads, strict=True))
+    grads = {n: g for n, g in zip(names, _gradients(module, fast, x, y, loss_fn, state[0],
+                                                    create_graph, functional), strict=True)
+             if g is not None}
+    if directions is not None:
+        grads = directions(grads)
+    return tuple(w - _step_size(size, n) * grads[n] if n in grads else w
+                 for n, w in fast.items())
 
 
 def _gradients(module: nn.Module, fast: Params, x: Tensor, y: Tensor, loss_fn: LossFn,

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 from torch.func import functional_call
 
+from metarun.algorithms.functional import AdamDirections, inner_trajectory
 from metarun.algorithms.maml import MAML
 from metarun.tasktypes import CLASSIFICATION, TaskType
 from metarun.types import Backbone, EpisodeBatch, StepOutput
@@ -65,23 +66,17 @@ class Reptile(MAML):
         self.inner_optimizer = inner_optimizer
 
     def fine_tune(self, x: Tensor, y: Tensor, steps: int, lr: float) -> dict[str, Tensor]:
-        """Weights after ``steps`` full-batch steps on ``(x, y)``, starting from the current ones.
+        """Weights after ``steps`` full-batch steps on ``(x, y)``, starting from the current ones:
+        the shared inner loop, first order, with Adam's directions (``beta1 = 0``) or the
+        gradients'.
 
         Returns detached tensors; the module's own parameters are not changed.
         """
-        fast = {n: p.detach().clone().requires_grad_() for n, p in self.net.named_parameters()}
-        params = list(fast.values())
-        opt: torch.optim.Optimizer = (
-            torch.optim.Adam(params, lr=lr, betas=(0.0, 0.999))
-            if self.inner_optimizer == "adam" else torch.optim.SGD(params, lr=lr)
-        )
-        with torch.enable_grad():
-            for _ in range(steps):
-                loss = self.task_type.loss(functional_call(self.net, fast, (x,)), y)
-                for p, g in zip(params, torch.autograd.grad(loss, params), strict=True):
-                    p.grad = g
-                opt.step()
-        return {n: p.detach() for n, p in fast.items()}
+        start = {n: p.detach().requires_grad_() for n, p in self.net.named_parameters()}
+        trajectory = inner_trajectory(
+            self.net, start, x, y, self.task_type.loss, steps=steps, lr=lr, create_graph=False,
+            directions=AdamDirections() if self.inner_optimizer == "adam" else None)
+        return {n: w.detach() for n, w in trajectory[-1].items()}
 
     def meta_train_step(self, batch: EpisodeBatch) -> StepOutput:
         adapted, accs = [], []

@@ -8,10 +8,10 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from metarun.algorithms.anil import ANIL
-from metarun.algorithms.functional import inner_trajectory
+from metarun.algorithms.functional import AdamDirections, inner_trajectory
 from metarun.algorithms.metasgd import MetaSGD
 from metarun.algorithms.reptile import Reptile
-from tests.unit.test_maml import WAYS, Tiny, _batch
+from tests.unit.test_maml import DIM, WAYS, Tiny, _batch
 
 
 def test_anil_adapts_only_the_head() -> None:
@@ -106,3 +106,54 @@ def test_reptile_adam_inner_step_and_module_left_alone() -> None:
     for n in before:
         torch.testing.assert_close(phi[n], before[n] - 0.01 * grads[n].sign(), atol=1e-6,
                                    rtol=0)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_reptile_fine_tunes_as_torch_optimizers_do(optimizer: str) -> None:
+    """Reptile's inner loop is the shared one with Adam's directions (or the gradients'): five
+    steps of it equal five of ``torch.optim.Adam`` with ``beta1 = 0`` (``SGD``) on the same
+    loss."""
+    torch.manual_seed(0)
+    model = Reptile(Tiny(), ways=WAYS, inner_optimizer=optimizer, bn_mode="running").double()
+    task = _batch()[0]
+    phi = model.fine_tune(task.support_x, task.support_y, steps=5, lr=0.05)
+    weights = {n: p.detach().clone().requires_grad_() for n, p in model.net.named_parameters()}
+    opt = (torch.optim.Adam(weights.values(), lr=0.05, betas=(0.0, 0.999))
+           if optimizer == "adam" else torch.optim.SGD(weights.values(), lr=0.05))
+    for _ in range(5):
+        opt.zero_grad()
+        F.cross_entropy(functional_call(model.net, weights, (task.support_x,)),
+                        task.support_y).backward()
+        opt.step()
+    for n, w in weights.items():
+        assert not torch.allclose(w, dict(model.net.named_parameters())[n])  # they moved
+        torch.testing.assert_close(phi[n], w.detach(), rtol=1e-12, atol=1e-12)
+
+
+def test_adam_directions_under_vmap_match_the_loop() -> None:
+    """The tasks of a batch fine-tuned together under ``torch.func.vmap`` with Adam's
+    directions reach each task's own weights."""
+    torch.manual_seed(0)
+    model = Reptile(Tiny(), ways=WAYS, bn_mode="running").double()
+    batch = _batch()
+    start = {n: p.detach() for n, p in model.net.named_parameters()}
+
+    def adapted(x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        return inner_trajectory(model.net, start, x, y, F.cross_entropy, steps=3, lr=0.05,
+                                create_graph=False, functional=True,
+                                directions=AdamDirections())[-1]
+
+    together = torch.func.vmap(adapted)(batch.support_x, batch.support_y)
+    for i, task in enumerate(batch):
+        alone = model.fine_tune(task.support_x, task.support_y, steps=3, lr=0.05)
+        for n in alone:
+            torch.testing.assert_close(together[n][i], alone[n])
+
+
+def test_an_inner_loop_with_directions_is_not_checkpointed() -> None:
+    model = Tiny()
+    x, y = torch.randn(4, DIM), torch.arange(4) % WAYS
+    with pytest.raises(ValueError, match="cannot be checkpointed"):
+        inner_trajectory(model, dict(model.named_parameters()), x, y, F.cross_entropy, steps=1,
+                         lr=0.1, create_graph=False, checkpoint=True,
+                         directions=AdamDirections())
