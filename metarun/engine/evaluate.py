@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Iterable
+from collections.abc import Iterable, Sized
 
 import torch
 
 from metarun.algorithms.base import Algorithm
+from metarun.engine.progress import EvalProgress
 from metarun.types import Episode, EvalResult
 
 #: An episode has diverged when its loss is not finite or above this many times the mean
@@ -31,20 +32,24 @@ def mean_ci95(values: list[float]) -> tuple[float, float]:
 
 
 def evaluate(algorithm: Algorithm, episodes: Iterable[Episode],
-             diverged_above: float | None = None) -> EvalResult:
+             diverged_above: float | None = None, progress: str | None = None) -> EvalResult:
     """Adapt to and score every episode; episodes must already be on the model's device.
 
     ``diverged_above``: the loss above which an episode counts as diverged (``None``:
     :data:`DIVERGED_FACTOR` times a constant prediction's mean loss on these episodes).
+    ``progress``: a label (``"meta-test"``) to report progress under, for ``episodes`` that
+    know their number (:class:`~metarun.engine.progress.EvalProgress`); ``None``: silent.
     """
     scores, losses, constant = [], [], []
     task_type = algorithm.task_type
-    with torch.no_grad():  # adaptation that needs gradients enables them itself
+    total = len(episodes) if isinstance(episodes, Sized) else 0
+    with torch.no_grad(), EvalProgress(progress, total, task_type) as report:
         for episode in episodes:
             loss, score = algorithm.evaluate(episode)
             losses.append(loss)
             scores.append(score)
             constant.append(task_type.constant_loss(episode.query_y))
+            report.update(score)
     return summarise(scores, losses, task_type.metric,
                      divergence_bound(constant, diverged_above))
 

@@ -7,6 +7,7 @@ gets a live bar, with log records rendered above it instead of through it.
 from __future__ import annotations
 
 import logging
+import math
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -17,6 +18,9 @@ from typing import Any
 from metarun.tasktypes import CLASSIFICATION, TaskType
 
 log = logging.getLogger("metarun")
+
+#: Seconds between a meta-test's progress lines when no one is watching a terminal.
+EVAL_LOG_SECONDS = 30.0
 
 
 def interactive() -> bool:
@@ -144,3 +148,77 @@ class TrainProgress:
             eta = timedelta(seconds=round(left))
             log.info("step %d/%d  loss %.4f  %s %s  %.2f it/s  eta %s", step, self.total, loss,
                      self.metric, self.task_type.format(value), speed, eta)
+
+
+class EvalProgress:
+    """Progress over the ``total`` episodes of a meta-test, for one long enough to need it: on
+    a terminal a bar that goes when the test ends; elsewhere a log line every ``every``
+    seconds, so a test shorter than that prints nothing more than its result.
+
+    Args:
+        label: what is running (``"meta-test"``); ``None``: report nothing.
+        total: its episodes (0: unknown, and nothing is reported).
+        task_type: whose metric is shown, and how it is written.
+        every: seconds between log lines (non-interactive; default
+            :data:`EVAL_LOG_SECONDS`).
+        live: draw a rich bar (default: when stdout is a terminal).
+    """
+
+    def __init__(self, label: str | None, total: int, task_type: TaskType = CLASSIFICATION,
+                 every: float | None = None, live: bool | None = None) -> None:
+        self.label, self.total, self.task_type = label, total, task_type
+        self.every = (EVAL_LOG_SECONDS if every is None else every) if label and total \
+            else math.inf
+        self.live = bool(label and total) and (interactive() if live is None else live)
+        self._t0 = self._last = time.perf_counter()
+        self._done, self._sum = 0, 0.0
+        self._progress: Any = None
+        self._logs: Any = None
+
+    def __enter__(self) -> EvalProgress:
+        self._t0 = self._last = time.perf_counter()
+        if self.live:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+            )
+
+            self._progress = Progress(
+                TextColumn(f"[bold]{self.label}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[text]}"), TextColumn("eta"), TimeRemainingColumn(),
+                console=Console(file=sys.stdout), transient=True,
+            )
+            self._logs = _logs_through(self._progress.console)
+            self._logs.__enter__()
+            self._progress.__enter__()
+            self._task = self._progress.add_task(str(self.label), total=self.total, text="")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.__exit__(*exc)
+            self._logs.__exit__(*exc)
+
+    def update(self, score: float) -> None:
+        """One more episode scored, with this metric."""
+        self._done += 1
+        self._sum += score
+        done = self._done
+        if self._progress is not None:
+            self._progress.update(self._task, completed=done, text=self._so_far())
+            return
+        now = time.perf_counter()
+        if now - self._last < self.every or done >= self.total:
+            return
+        self._last = now
+        eta = timedelta(seconds=round((self.total - done) * (now - self._t0) / done))
+        log.info("%s: %d/%d episodes  %s  eta %s", self.label, done, self.total,
+                 self._so_far(), eta)
+
+    def _so_far(self) -> str:
+        mean = self._sum / max(self._done, 1)
+        return f"{self.task_type.metric} {self.task_type.format(mean)} so far"

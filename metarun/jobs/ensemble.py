@@ -35,6 +35,7 @@ from metarun.configs import ENSEMBLE_METHODS
 from metarun.device import resolve_device
 from metarun.engine.checkpoint import checkpoint_file, load_checkpoint
 from metarun.engine.evaluate import divergence_bound, summarise
+from metarun.engine.progress import EvalProgress
 from metarun.jobs.evaluate import split_algo_keys
 from metarun.summary import COMPLETED, EVAL, write_summary
 from metarun.tasktypes import TaskType
@@ -126,7 +127,7 @@ def evaluate_together(algorithms: list[Algorithm], episodes: list[Episode],
     (``diverged_above``: as :func:`metarun.engine.evaluate.evaluate`'s)."""
     scores: list[list[tuple[float, float]]] = [[] for _ in range(len(algorithms) + 1)]
     constant: list[float] = []
-    with torch.no_grad():
+    with torch.no_grad(), EvalProgress("meta-test", len(episodes), task_type) as progress:
         for episode in episodes:
             constant.append(task_type.constant_loss(episode.query_y))
             predictions = []
@@ -138,6 +139,7 @@ def evaluate_together(algorithms: list[Algorithm], episodes: list[Episode],
             loss, score = task_type.loss_and_score(task_type.average(torch.stack(predictions)),
                                                    episode.query_y)
             scores[-1].append((float(score), float(loss)))
+            progress.update(float(score))
     bound = divergence_bound(constant, diverged_above)
     results = [summarise([s for s, _ in col], [lo for _, lo in col], task_type.metric, bound)
                for col in scores]
