@@ -43,6 +43,7 @@ def evaluate(algorithm: Algorithm, episodes: Iterable[Episode],
     scores, losses, constant = [], [], []
     task_type = algorithm.task_type
     total = len(episodes) if isinstance(episodes, Sized) else 0
+    # adaptation that needs gradients enables them itself
     with torch.no_grad(), EvalProgress(progress, total, task_type) as report:
         for episode in episodes:
             loss, score = algorithm.evaluate(episode)
