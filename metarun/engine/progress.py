@@ -11,7 +11,7 @@ import math
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -51,6 +51,18 @@ def _logs_through(console: Any) -> Iterator[None]:
                 root.addHandler(h)
 
 
+def _live_bar(stack: ExitStack, *columns: Any, transient: bool) -> Any:
+    """A rich progress bar with ``columns`` on stdout, log records printed above it, until
+    ``stack`` closes."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    bar = Progress(*columns, console=Console(file=sys.stdout), transient=transient)
+    stack.enter_context(_logs_through(bar.console))
+    stack.enter_context(bar)
+    return bar
+
+
 class TrainProgress:
     """Meta-training progress from ``start`` to ``total`` steps.
 
@@ -79,45 +91,35 @@ class TrainProgress:
         self._first: tuple[int, float] | None = None  # the first step's end (see steady_speed)
         self._progress: Any = None
         self._task: Any = None
-        self._stack: list[Any] = []
+        self._stack = ExitStack()
 
     def __enter__(self) -> TrainProgress:
         self._t0 = time.perf_counter()
         if self.live:
-            from rich.console import Console
             from rich.progress import (
                 BarColumn,
                 MofNCompleteColumn,
-                Progress,
                 TextColumn,
                 TimeElapsedColumn,
                 TimeRemainingColumn,
             )
 
-            self._progress = Progress(
-                TextColumn("[bold]meta-train"), BarColumn(), MofNCompleteColumn(),
+            self._progress = _live_bar(
+                self._stack, TextColumn("[bold]meta-train"), BarColumn(), MofNCompleteColumn(),
                 TextColumn("loss {task.fields[loss]:.3f}  " + self.metric
                            + (" {task.fields[value]:6.1%}" if self.percent
                               else " {task.fields[value]:.4f}")),
                 TextColumn("{task.fields[speed]:.2f} it/s"), TimeElapsedColumn(),
-                TextColumn("eta"), TimeRemainingColumn(),
-                console=Console(file=sys.stdout), transient=False,
+                TextColumn("eta"), TimeRemainingColumn(), transient=False,
             )
-            ctx = _logs_through(self._progress.console)
-            ctx.__enter__()
-            self._stack.append(ctx)
-            self._progress.__enter__()
             self._task = self._progress.add_task(
                 "train", total=self.total, completed=self.start, loss=float("nan"),
                 value=float("nan"), speed=0.0,
             )
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        if self._progress is not None:
-            self._progress.__exit__(*exc)
-        while self._stack:
-            self._stack.pop().__exit__(*exc)
+    def __exit__(self, *exc: Any) -> None:
+        self._stack.__exit__(*exc)
 
     def speed(self, step: int) -> float:
         """Steps per second since this progress started."""
@@ -173,35 +175,23 @@ class EvalProgress:
         self._t0 = self._last = time.perf_counter()
         self._done, self._sum = 0, 0.0
         self._progress: Any = None
-        self._logs: Any = None
+        self._stack = ExitStack()
 
     def __enter__(self) -> EvalProgress:
         self._t0 = self._last = time.perf_counter()
         if self.live:
-            from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeRemainingColumn,
-            )
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
-            self._progress = Progress(
-                TextColumn(f"[bold]{self.label}"), BarColumn(), MofNCompleteColumn(),
+            self._progress = _live_bar(
+                self._stack, TextColumn(f"[bold]{self.label}"), BarColumn(), MofNCompleteColumn(),
                 TextColumn("{task.fields[text]}"), TextColumn("eta"), TimeRemainingColumn(),
-                console=Console(file=sys.stdout), transient=True,
+                transient=True,
             )
-            self._logs = _logs_through(self._progress.console)
-            self._logs.__enter__()
-            self._progress.__enter__()
             self._task = self._progress.add_task(str(self.label), total=self.total, text="")
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        if self._progress is not None:
-            self._progress.__exit__(*exc)
-            self._logs.__exit__(*exc)
+    def __exit__(self, *exc: Any) -> None:
+        self._stack.__exit__(*exc)
 
     def update(self, score: float) -> None:
         """One more episode scored, with this metric."""
