@@ -138,6 +138,25 @@ class EvalResult:
                 "diverged_above": self.diverged_above}
 
 
+#: Why training stopped (``summary.json`` ``stopped``).
+STOPPED_ITERATIONS, STOPPED_MAX_TIME = "iterations", "max_time"
+
+
+@dataclass
+class TrainResult:
+    """What meta-training ended with (:meth:`metarun.engine.trainer.Trainer.fit`): the best
+    validation and its step, the last step, and this process's seconds."""
+
+    best_step: int
+    best_val: EvalResult
+    last_step: int
+    seconds: float
+    #: :data:`STOPPED_ITERATIONS` or :data:`STOPPED_MAX_TIME`.
+    stopped: str = STOPPED_ITERATIONS
+    #: the run's training seconds over all its resumes (what ``max_time`` is measured on).
+    elapsed: float = 0.0
+
+
 @dataclass(frozen=True)
 class PairBatch(_Tensors):
     """Image pairs for verification (same class or not), drawn from one split.

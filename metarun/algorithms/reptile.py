@@ -41,6 +41,8 @@ class Reptile(MAML):
         test_inner_lr: inner step size at meta-test (default: ``inner_lr``).
         test_inner_steps: inner steps at meta-test.
         bn_mode: see :class:`~metarun.algorithms.base.Algorithm`.
+        vectorize: fine-tune the tasks of a meta-batch together under ``torch.func.vmap``
+            (see :class:`~metarun.algorithms.maml.MAML`): the same update.
         task_type: the data's task type (passed at run time).
     """
 
@@ -54,47 +56,57 @@ class Reptile(MAML):
         test_inner_lr: float | None = None,
         test_inner_steps: int = 50,
         bn_mode: str = "batch",
+        vectorize: bool = False,
         task_type: TaskType = CLASSIFICATION,
     ) -> None:
         super().__init__(backbone, ways, inner_lr=inner_lr, inner_steps=inner_steps,
                          test_inner_lr=test_inner_lr, test_inner_steps=test_inner_steps,
-                         first_order=True, bn_mode=bn_mode, task_type=task_type)
+                         first_order=True, bn_mode=bn_mode, vectorize=vectorize,
+                         task_type=task_type)
         if inner_optimizer not in INNER_OPTIMIZERS:
             raise ValueError(
                 f"algo.inner_optimizer must be one of {INNER_OPTIMIZERS}; got {inner_optimizer!r}"
             )
         self.inner_optimizer = inner_optimizer
 
-    def fine_tune(self, x: Tensor, y: Tensor, steps: int, lr: float) -> dict[str, Tensor]:
+    def fine_tune(self, x: Tensor, y: Tensor, steps: int, lr: float,
+                  functional: bool = False) -> dict[str, Tensor]:
         """Weights after ``steps`` full-batch steps on ``(x, y)``, starting from the current ones:
         the shared inner loop, first order, with Adam's directions (``beta1 = 0``) or the
-        gradients'.
+        gradients' (``functional``: as under ``torch.func.vmap``).
 
         Returns detached tensors; the module's own parameters are not changed.
         """
-        start = {n: p.detach().requires_grad_() for n, p in self.net.named_parameters()}
+        start = {n: p.detach() if functional else p.detach().requires_grad_()
+                 for n, p in self.net.named_parameters()}
         trajectory = inner_trajectory(
             self.net, start, x, y, self.task_type.loss, steps=steps, lr=lr, create_graph=False,
+            functional=functional,
             directions=AdamDirections() if self.inner_optimizer == "adam" else None)
         return {n: w.detach() for n, w in trajectory[-1].items()}
 
+    def _fine_tuned(self, x: Tensor, y: Tensor) -> tuple[dict[str, Tensor], Tensor]:
+        """One task's adapted weights and their metric on its own examples."""
+        phi = self.fine_tune(x, y, self.inner_steps, self.inner_lr, functional=self.vectorize)
+        with torch.no_grad():
+            return phi, self.task_type.score(functional_call(self.net, phi, (x,)), y)
+
     def meta_train_step(self, batch: EpisodeBatch) -> StepOutput:
-        adapted, accs = [], []
-        for task in batch:
-            x = torch.cat([task.support_x, task.query_x])
-            y = torch.cat([task.support_y, task.query_y])
-            phi = self.fine_tune(x, y, self.inner_steps, self.inner_lr)
-            with torch.no_grad():
-                accs.append(self.task_type.score(functional_call(self.net, phi, (x,)), y))
-            adapted.append(phi)
+        x = torch.cat([batch.support_x, batch.query_x], 1)  # each task's labelled examples
+        y = torch.cat([batch.support_y, batch.query_y], 1)
+        if self.vectorize:
+            with self.running_stats_off(), self.vmap_safe_norms():
+                phi, scores = torch.func.vmap(self._fine_tuned)(x, y)
+        else:
+            tasks = [self._fine_tuned(*task) for task in zip(x, y, strict=True)]
+            phi = {n: torch.stack([w[n] for w, _ in tasks]) for n in tasks[0][0]}
+            scores = torch.stack([score for _, score in tasks])
         # The mean over tasks of each task's distance, whose gradient is theta - mean(phi):
         # its value, unlike the distance to mean(phi), is a mean of per-task terms, so a
         # data-parallel run's mean of its ranks' equal shares logs the one-process value.
-        loss = torch.stack([
-            0.5 * (p - torch.stack([phi[n] for phi in adapted])).pow(2).sum() / len(adapted)
-            for n, p in self.net.named_parameters()
-        ]).sum()
-        return StepOutput(loss, {self.task_type.metric: float(torch.stack(accs).mean())})
+        loss = torch.stack([0.5 * (p - phi[n]).pow(2).sum() / len(scores)
+                            for n, p in self.net.named_parameters()]).sum()
+        return StepOutput(loss, {self.task_type.metric: float(scores.mean())})
 
     def _adapt(self, support_x: Tensor, support_y: Tensor) -> Callable[[Tensor], Tensor]:
         self.check_labels(support_y)

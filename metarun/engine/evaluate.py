@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Iterable, Sized
+from collections.abc import Callable, Iterable, Sequence, Sized
 
 import torch
 
 from metarun.algorithms.base import Algorithm
 from metarun.engine.progress import EvalProgress
+from metarun.tasktypes import TaskType
 from metarun.types import Episode, EvalResult
 
 #: An episode has diverged when its loss is not finite or above this many times the mean
@@ -32,27 +33,47 @@ def mean_ci95(values: list[float]) -> tuple[float, float]:
 
 
 def evaluate(algorithm: Algorithm, episodes: Iterable[Episode],
-             diverged_above: float | None = None, progress: str | None = None) -> EvalResult:
+             diverged_above: float | None = None,
+             progress: str | EvalProgress | None = None) -> EvalResult:
     """Adapt to and score every episode; episodes must already be on the model's device.
 
     ``diverged_above``: the loss above which an episode counts as diverged (``None``:
     :data:`DIVERGED_FACTOR` times a constant prediction's mean loss on these episodes).
     ``progress``: a label (``"meta-test"``) to report progress under, for ``episodes`` that
-    know their number (:class:`~metarun.engine.progress.EvalProgress`); ``None``: silent.
+    know their number (:class:`~metarun.engine.progress.EvalProgress`), or a progress to
+    report to; ``None``: silent.
     """
-    scores, losses, constant = [], [], []
-    task_type = algorithm.task_type
+    return evaluate_each(lambda episode: [algorithm.evaluate(episode)], episodes,
+                         algorithm.task_type, diverged_above, progress)[0]
+
+
+def evaluate_each(score: Callable[[Episode], Sequence[tuple[float, float]]],
+                  episodes: Iterable[Episode], task_type: TaskType,
+                  diverged_above: float | None = None,
+                  progress: str | EvalProgress | None = None) -> list[EvalResult]:
+    """Score several predictors on the same episodes: ``score`` gives each one's (query loss,
+    query metric) on an episode, and each gets its :class:`EvalResult`, with one divergence
+    bound (as :func:`evaluate`'s) for all. Progress shows the last predictor's running mean
+    (an ensemble's, after its members')."""
+    columns: list[list[tuple[float, float]]] = []
+    constant = []
     total = len(episodes) if isinstance(episodes, Sized) else 0
+    report = progress if isinstance(progress, EvalProgress) \
+        else EvalProgress(progress, total, task_type)
     # adaptation that needs gradients enables them itself
-    with torch.no_grad(), EvalProgress(progress, total, task_type) as report:
+    with torch.no_grad(), report:
         for episode in episodes:
-            loss, score = algorithm.evaluate(episode)
-            losses.append(loss)
-            scores.append(score)
+            row = score(episode)
+            columns = columns or [[] for _ in row]
+            for column, pair in zip(columns, row, strict=True):
+                column.append(pair)
             constant.append(task_type.constant_loss(episode.query_y))
-            report.update(score)
-    return summarise(scores, losses, task_type.metric,
-                     divergence_bound(constant, diverged_above))
+            report.update(row[-1][1])
+    if not columns:
+        raise ValueError("cannot summarise zero episodes")
+    bound = divergence_bound(constant, diverged_above)
+    return [summarise([s for _, s in column], [loss for loss, _ in column], task_type.metric,
+                      bound) for column in columns]
 
 
 def divergence_bound(constant_losses: list[float], stated: float | None = None) -> float:

@@ -110,16 +110,27 @@ class TrainProgress:
                            + (" {task.fields[value]:6.1%}" if self.percent
                               else " {task.fields[value]:.4f}")),
                 TextColumn("{task.fields[speed]:.2f} it/s"), TimeElapsedColumn(),
-                TextColumn("eta"), TimeRemainingColumn(), transient=False,
+                TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[status]}"),
+                transient=False,
             )
             self._task = self._progress.add_task(
                 "train", total=self.total, completed=self.start, loss=float("nan"),
-                value=float("nan"), speed=0.0,
+                value=float("nan"), speed=0.0, status="",
             )
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self._stack.__exit__(*exc)
+
+    def evaluation(self, label: str, total: int) -> EvalProgress:
+        """Progress of an evaluation between steps (``"validation"`` of ``total`` episodes):
+        on a terminal at the end of this bar's line, which a second bar cannot be while this
+        one is live; elsewhere log lines, as a meta-test's."""
+        if self._progress is None:
+            return EvalProgress(label, total, self.task_type)
+        bar, task = self._progress, self._task
+        return EvalProgress(label, total, self.task_type,
+                            show=lambda text: bar.update(task, status=text))
 
     def speed(self, step: int) -> float:
         """Steps per second since this progress started."""
@@ -164,14 +175,19 @@ class EvalProgress:
         every: seconds between log lines (non-interactive; default
             :data:`EVAL_LOG_SECONDS`).
         live: draw a rich bar (default: when stdout is a terminal).
+        show: where the progress text goes after each episode (``""`` at the end), in place
+            of a bar or log lines (:meth:`TrainProgress.evaluation`).
     """
 
     def __init__(self, label: str | None, total: int, task_type: TaskType = CLASSIFICATION,
-                 every: float | None = None, live: bool | None = None) -> None:
+                 every: float | None = None, live: bool | None = None,
+                 show: Callable[[str], None] | None = None) -> None:
         self.label, self.total, self.task_type = label, total, task_type
-        self.every = (EVAL_LOG_SECONDS if every is None else every) if label and total \
+        on = bool(label and total)
+        self.show = show if on else None
+        self.every = (EVAL_LOG_SECONDS if every is None else every) if on and show is None \
             else math.inf
-        self.live = bool(label and total) and (interactive() if live is None else live)
+        self.live = on and show is None and (interactive() if live is None else live)
         self._t0 = self._last = time.perf_counter()
         self._done, self._sum = 0, 0.0
         self._progress: Any = None
@@ -191,6 +207,8 @@ class EvalProgress:
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        if self.show is not None:
+            self.show("")
         self._stack.__exit__(*exc)
 
     def update(self, score: float) -> None:
@@ -200,6 +218,9 @@ class EvalProgress:
         done = self._done
         if self._progress is not None:
             self._progress.update(self._task, completed=done, text=self._so_far())
+            return
+        if self.show is not None:
+            self.show(f"{self.label} {done}/{self.total}  {self._so_far()}")
             return
         now = time.perf_counter()
         if now - self._last < self.every or done >= self.total:

@@ -27,7 +27,13 @@ from metarun.engine.precision import Precision
 from metarun.engine.progress import TrainProgress
 from metarun.engine.signals import StopRequest
 from metarun.errors import NonFiniteLossError, Preempted, Pruned
-from metarun.types import EvalResult, TrainSampler
+from metarun.types import (
+    STOPPED_ITERATIONS,
+    STOPPED_MAX_TIME,
+    EvalResult,
+    TrainResult,
+    TrainSampler,
+)
 
 log = logging.getLogger("metarun")
 
@@ -61,22 +67,6 @@ class TrainSettings:
     checkpoint_every: int | None = None
     max_time: float | None = None
     precision: str = "32"
-
-
-#: Why training stopped (``summary.json`` ``stopped``).
-STOPPED_ITERATIONS, STOPPED_MAX_TIME = "iterations", "max_time"
-
-
-@dataclass
-class TrainResult:
-    best_step: int
-    best_val: EvalResult
-    last_step: int
-    seconds: float
-    #: :data:`STOPPED_ITERATIONS` or :data:`STOPPED_MAX_TIME`.
-    stopped: str = STOPPED_ITERATIONS
-    #: the run's training seconds over all its resumes (what ``max_time`` is measured on).
-    elapsed: float = 0.0
 
 
 class Trainer:
@@ -137,6 +127,7 @@ class Trainer:
         self.best: tuple[int, EvalResult] | None = None
         if resume is not None:
             self._restore(resume)
+
     def _restore(self, blob: dict[str, Any]) -> None:
         step = int(blob["step"])
         if step > self.iterations:
@@ -223,7 +214,7 @@ class Trainer:
                     window.clear()
                 saved = step % every.eval_every == 0 or last
                 if saved:
-                    val = self._validate(step, time.perf_counter() - t0)
+                    val = self._validate(step, time.perf_counter() - t0, progress)
                     if self._pruned(step, val.score) and not last:
                         raise Pruned.after(step, f"val {task_type.metric} {val.score:.6g}")
                 elif every.checkpoint_every and step % every.checkpoint_every == 0:
@@ -306,10 +297,12 @@ class Trainer:
             self.scheduler.step()
         return loss, score
 
-    def _validate(self, step: int, seconds: float) -> EvalResult:
+    def _validate(self, step: int, seconds: float, progress: TrainProgress) -> EvalResult:
         """Score the validation episodes; checkpoint ``last.pt`` and, if better, ``best.pt``."""
         task_type = self.algorithm.task_type
-        val = self.dist.from_main(lambda: evaluate(self.algorithm, self.val_episodes))
+        report = progress.evaluation("validation", len(self.val_episodes))
+        val = self.dist.from_main(lambda: evaluate(self.algorithm, self.val_episodes,
+                                                   progress=report))
         self.algorithm.train()
         if self.metrics is not None:
             self.metrics.write(step, "val", val.loss, seconds, **{task_type.metric: val.score},

@@ -34,8 +34,7 @@ from metarun.build import saved
 from metarun.configs import ENSEMBLE_METHODS
 from metarun.device import resolve_device
 from metarun.engine.checkpoint import checkpoint_file, load_checkpoint
-from metarun.engine.evaluate import divergence_bound, summarise
-from metarun.engine.progress import EvalProgress
+from metarun.engine.evaluate import evaluate_each
 from metarun.jobs.evaluate import split_algo_keys
 from metarun.summary import COMPLETED, EVAL, write_summary
 from metarun.tasktypes import TaskType
@@ -80,9 +79,8 @@ def load_members(paths: Sequence[str | Path], device: str = "auto",
 
 
 def check_compatible(members: list[Member], method: str) -> None:
-    """Raise ``ValueError`` unless the members can be combined by ``method``."""
-    if method not in ENSEMBLE_METHODS:
-        raise ValueError(f"method must be one of {ENSEMBLE_METHODS}; got {method!r}")
+    """Raise ``ValueError`` unless the members can be combined by ``method`` (one of
+    :data:`~metarun.configs.ENSEMBLE_METHODS`, which :func:`ensemble` checks first)."""
     if not members:
         raise ValueError("an ensemble needs at least one checkpoint")
     first = members[0]
@@ -125,24 +123,14 @@ def evaluate_together(algorithms: list[Algorithm], episodes: list[Episode],
                       ) -> tuple[list[EvalResult], EvalResult]:
     """Score every algorithm, and the average of their predictions, on the same episodes
     (``diverged_above``: as :func:`metarun.engine.evaluate.evaluate`'s)."""
-    scores: list[list[tuple[float, float]]] = [[] for _ in range(len(algorithms) + 1)]
-    constant: list[float] = []
-    with torch.no_grad(), EvalProgress("meta-test", len(episodes), task_type) as progress:
-        for episode in episodes:
-            constant.append(task_type.constant_loss(episode.query_y))
-            predictions = []
-            for i, algorithm in enumerate(algorithms):
-                p = algorithm.adapt(episode.support_x, episode.support_y)(episode.query_x)
-                loss, score = task_type.loss_and_score(p, episode.query_y)
-                scores[i].append((float(score), float(loss)))
-                predictions.append(p)
-            loss, score = task_type.loss_and_score(task_type.average(torch.stack(predictions)),
-                                                   episode.query_y)
-            scores[-1].append((float(score), float(loss)))
-            progress.update(float(score))
-    bound = divergence_bound(constant, diverged_above)
-    results = [summarise([s for s, _ in col], [lo for _, lo in col], task_type.metric, bound)
-               for col in scores]
+    def score(episode: Episode) -> list[tuple[float, float]]:
+        predictions = [a.adapt(episode.support_x, episode.support_y)(episode.query_x)
+                       for a in algorithms]
+        predictions.append(task_type.average(torch.stack(predictions)))
+        scored = [task_type.loss_and_score(p, episode.query_y) for p in predictions]
+        return [(float(loss), float(value)) for loss, value in scored]
+
+    results = evaluate_each(score, episodes, task_type, diverged_above, progress="meta-test")
     return results[:-1], results[-1]
 
 

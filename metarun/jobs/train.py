@@ -27,7 +27,7 @@ from metarun.engine.evaluate import evaluate
 from metarun.engine.lock import RunLock, is_locked
 from metarun.engine.metrics import MetricsLog
 from metarun.engine.signals import StopRequest
-from metarun.engine.trainer import Trainer, TrainResult
+from metarun.engine.trainer import Trainer
 from metarun.errors import (
     NonFiniteLossError,
     PeerError,
@@ -52,7 +52,7 @@ from metarun.summary import (
     read_summary,
     write_summary,
 )
-from metarun.types import EpisodeData, EvalResult, Split
+from metarun.types import EpisodeData, EvalResult, Split, TrainResult
 from metarun.validate import check_world, validate_config
 
 log = logging.getLogger("metarun")

@@ -11,7 +11,8 @@ import torch
 from metarun.configs import parse_duration
 from metarun.engine import trainer as trainer_module
 from metarun.engine.checkpoint import load_checkpoint, load_resumable
-from metarun.engine.trainer import STOPPED_ITERATIONS, STOPPED_MAX_TIME, Trainer
+from metarun.engine.trainer import Trainer
+from metarun.types import STOPPED_ITERATIONS, STOPPED_MAX_TIME
 from tests.unit.test_recovery import _trainer, _weights
 
 

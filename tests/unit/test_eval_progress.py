@@ -1,18 +1,22 @@
 """A long meta-test says how far it has got: a log line every EVAL_LOG_SECONDS when no one
-watches a terminal, a transient bar when someone does, and nothing for a short one."""
+watches a terminal, a transient bar when someone does, and nothing for a short one. A
+validation during training says so too: in the same log lines, or at the end of the training
+bar's line."""
 
 from __future__ import annotations
 
 import logging
+import math
 from types import SimpleNamespace
 
 import pytest
 import torch
 
 from metarun.engine import progress
-from metarun.engine.evaluate import evaluate
+from metarun.engine.evaluate import evaluate, evaluate_each
 from metarun.tasktypes import CLASSIFICATION, REGRESSION
 from tests.unit.test_divergence import _Fixed
+from tests.unit.test_recovery import _trainer
 
 
 def _episodes(n: int) -> list[SimpleNamespace]:
@@ -58,3 +62,41 @@ def test_on_a_terminal_the_bar_goes_when_the_test_ends(
         assert bar._so_far() == "mse 0.3750 so far"
     assert bar._progress.live.transient  # rich erases a transient bar when it stops
     capsys.readouterr()
+
+
+def test_validation_during_training_logs_its_progress(
+        omniglot, tmp_path, caplog: pytest.LogCaptureFixture,  # type: ignore[no-untyped-def]
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(progress, "EVAL_LOG_SECONDS", 0.0)
+    trainer = _trainer(omniglot, tmp_path, iterations=2, eval_every=2)
+    with caplog.at_level(logging.INFO, logger="metarun"):
+        trainer.fit()
+    # the two validation episodes: a line for the first, the result's line for both
+    lines = [line for line in _lines(caplog) if line.startswith("validation")]
+    assert [line.split(" episodes")[0] for line in lines] == ["validation: 1/2"]
+
+
+def test_on_a_terminal_validation_shows_at_the_end_of_the_training_bar(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    seen = []
+    with progress.TrainProgress(10, live=True, task_type=REGRESSION) as train:
+        task = train._progress.tasks[0]
+        with train.evaluation("validation", 2) as report:
+            assert report._progress is None  # no second bar: rich allows one live display
+            for score in (0.5, 0.25):
+                report.update(score)
+                seen.append(task.fields["status"])
+        assert task.fields["status"] == ""  # gone when the validation ends
+    assert seen == ["validation 1/2  mse 0.5000 so far", "validation 2/2  mse 0.3750 so far"]
+    capsys.readouterr()
+
+
+def test_predictors_scored_together_get_a_result_each_and_one_divergence_bound() -> None:
+    rows = iter([[(1.0, 1.0), (2.0, 0.5)], [(3.0, 0.0), (40.0, 0.25)]])
+    episodes = [SimpleNamespace(query_y=torch.arange(5))] * 2  # a uniform guess: ln 5
+    first, second = evaluate_each(lambda episode: next(rows), episodes, CLASSIFICATION)
+    assert (first.score, first.loss, second.score, second.loss) == (0.5, 2.0, 0.375, 21.0)
+    assert first.diverged_above == second.diverged_above == pytest.approx(10 * math.log(5))
+    assert (first.diverged, second.diverged) == (0, 1)
+    with pytest.raises(ValueError, match="zero episodes"):
+        evaluate_each(lambda episode: [(1.0, 1.0)], [], CLASSIFICATION)

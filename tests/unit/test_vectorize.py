@@ -10,6 +10,7 @@ from metarun.algorithms.anil import ANIL
 from metarun.algorithms.maml import MAML
 from metarun.algorithms.mamlpp import MAMLpp
 from metarun.algorithms.metasgd import MetaSGD
+from metarun.algorithms.reptile import Reptile
 from metarun.backbones.conv4 import Conv4
 from metarun.backbones.mlp import MLP
 from metarun.data.sinusoid import Sinusoid
@@ -24,6 +25,8 @@ CASES = {
     "anil": (ANIL, {"inner_steps": 2}),
     "metasgd": (MetaSGD, {}),
     "mamlpp": (MAMLpp, {"inner_steps": 2, "test_inner_steps": 2, "msl_epochs": 1}),
+    "reptile-adam": (Reptile, {"inner_steps": 2}),
+    "reptile-sgd": (Reptile, {"inner_steps": 2, "inner_optimizer": "sgd"}),
 }
 
 
