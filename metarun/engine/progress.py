@@ -105,18 +105,12 @@ class TrainProgress:
             )
 
             self._progress = _live_bar(
-                self._stack, TextColumn("[bold]meta-train"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("loss {task.fields[loss]:.3f}  " + self.metric
-                           + (" {task.fields[value]:6.1%}" if self.percent
-                              else " {task.fields[value]:.4f}")),
-                TextColumn("{task.fields[speed]:.2f} it/s"), TimeElapsedColumn(),
-                TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[status]}"),
-                transient=False,
+                self._stack, TextColumn("[bold]{task.description}"), BarColumn(),
+                MofNCompleteColumn(), TextColumn("{task.fields[text]}"), TimeElapsedColumn(),
+                TextColumn("eta"), TimeRemainingColumn(), transient=False,
             )
-            self._task = self._progress.add_task(
-                "train", total=self.total, completed=self.start, loss=float("nan"),
-                value=float("nan"), speed=0.0, status="",
-            )
+            self._task = self._progress.add_task("meta-train", total=self.total,
+                                                 completed=self.start, text="")
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -124,13 +118,9 @@ class TrainProgress:
 
     def evaluation(self, label: str, total: int) -> EvalProgress:
         """Progress of an evaluation between steps (``"validation"`` of ``total`` episodes):
-        on a terminal at the end of this bar's line, which a second bar cannot be while this
-        one is live; elsewhere log lines, as a meta-test's."""
-        if self._progress is None:
-            return EvalProgress(label, total, self.task_type)
-        bar, task = self._progress, self._task
-        return EvalProgress(label, total, self.task_type,
-                            show=lambda text: bar.update(task, status=text))
+        on a terminal a second row of this bar while it runs (rich draws one live display at
+        a time); elsewhere log lines, as a meta-test's."""
+        return EvalProgress(label, total, self.task_type, bar=self._progress)
 
     def speed(self, step: int) -> float:
         """Steps per second since this progress started."""
@@ -152,8 +142,10 @@ class TrainProgress:
             self.on_speed(step, self.steady_speed(step))
         speed = self.speed(step)
         if self._progress is not None:
-            self._progress.update(self._task, completed=step, loss=loss, value=value,
-                                  speed=speed)
+            shown = f"{value:6.1%}" if self.percent else f"{value:.4f}"
+            self._progress.update(self._task, completed=step,
+                                  text=f"loss {loss:.3f}  {self.metric} {shown}  "
+                                       f"{speed:.2f} it/s")
         elif step % self.log_every == 0 or step == self.total:
             left = (self.total - step) / max(speed, 1e-9)
             if self.time_left is not None:
@@ -175,19 +167,20 @@ class EvalProgress:
         every: seconds between log lines (non-interactive; default
             :data:`EVAL_LOG_SECONDS`).
         live: draw a rich bar (default: when stdout is a terminal).
-        show: where the progress text goes after each episode (``""`` at the end), in place
-            of a bar or log lines (:meth:`TrainProgress.evaluation`).
+        bar: a live rich progress (the training bar, :meth:`TrainProgress.evaluation`) to
+            show this one as a row of, until it ends, in place of a bar of its own or log
+            lines.
     """
 
     def __init__(self, label: str | None, total: int, task_type: TaskType = CLASSIFICATION,
                  every: float | None = None, live: bool | None = None,
-                 show: Callable[[str], None] | None = None) -> None:
+                 bar: Any = None) -> None:
         self.label, self.total, self.task_type = label, total, task_type
         on = bool(label and total)
-        self.show = show if on else None
-        self.every = (EVAL_LOG_SECONDS if every is None else every) if on and show is None \
+        self.bar = bar if on else None
+        self.every = (EVAL_LOG_SECONDS if every is None else every) if on and bar is None \
             else math.inf
-        self.live = on and show is None and (interactive() if live is None else live)
+        self.live = on and bar is None and (interactive() if live is None else live)
         self._t0 = self._last = time.perf_counter()
         self._done, self._sum = 0, 0.0
         self._progress: Any = None
@@ -199,16 +192,19 @@ class EvalProgress:
             from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
             self._progress = _live_bar(
-                self._stack, TextColumn(f"[bold]{self.label}"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("{task.fields[text]}"), TextColumn("eta"), TimeRemainingColumn(),
-                transient=True,
+                self._stack, TextColumn("[bold]{task.description}"), BarColumn(),
+                MofNCompleteColumn(), TextColumn("{task.fields[text]}"), TextColumn("eta"),
+                TimeRemainingColumn(), transient=True,
             )
+        elif self.bar is not None:  # a row of the training bar, removed when this ends
+            self._progress = self.bar
+        if self._progress is not None:
             self._task = self._progress.add_task(str(self.label), total=self.total, text="")
+            if self.bar is not None:
+                self._stack.callback(self.bar.remove_task, self._task)
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        if self.show is not None:
-            self.show("")
         self._stack.__exit__(*exc)
 
     def update(self, score: float) -> None:
@@ -218,9 +214,6 @@ class EvalProgress:
         done = self._done
         if self._progress is not None:
             self._progress.update(self._task, completed=done, text=self._so_far())
-            return
-        if self.show is not None:
-            self.show(f"{self.label} {done}/{self.total}  {self._so_far()}")
             return
         now = time.perf_counter()
         if now - self._last < self.every or done >= self.total:

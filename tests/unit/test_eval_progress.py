@@ -76,18 +76,21 @@ def test_validation_during_training_logs_its_progress(
     assert [line.split(" episodes")[0] for line in lines] == ["validation: 1/2"]
 
 
-def test_on_a_terminal_validation_shows_at_the_end_of_the_training_bar(
+def test_on_a_terminal_validation_is_a_second_row_of_the_training_bar(
         capsys: pytest.CaptureFixture[str]) -> None:
     seen = []
     with progress.TrainProgress(10, live=True, task_type=REGRESSION) as train:
-        task = train._progress.tasks[0]
+        train.update(1, 0.5, 0.25)
+        text = train._progress.tasks[0].fields["text"]
+        assert text.startswith("loss 0.500  mse 0.2500  ") and text.endswith(" it/s")
         with train.evaluation("validation", 2) as report:
-            assert report._progress is None  # no second bar: rich allows one live display
+            assert report._progress is train._progress  # rich allows one live display
             for score in (0.5, 0.25):
                 report.update(score)
-                seen.append(task.fields["status"])
-        assert task.fields["status"] == ""  # gone when the validation ends
-    assert seen == ["validation 1/2  mse 0.5000 so far", "validation 2/2  mse 0.3750 so far"]
+                row = train._progress.tasks[-1]
+                seen.append((row.description, row.completed, row.fields["text"]))
+        assert len(train._progress.tasks) == 1  # the row goes when the validation ends
+    assert seen == [("validation", 1, "mse 0.5000 so far"), ("validation", 2, "mse 0.3750 so far")]
     capsys.readouterr()
 
 
