@@ -172,6 +172,15 @@ class Algorithm(nn.Module, ABC):
             for m in norms:
                 m.separate_affine = False
 
+    def vmap_tasks(self, fn: Callable[..., Any], *tasks: Tensor) -> Any:
+        """``fn`` over every task of a meta-batch at once, under ``torch.func.vmap``
+        (``tasks``: tensors whose first dimension is the task), with batch norm as vmap needs
+        it: each task's own batch statistics, the running ones untouched
+        (:meth:`running_stats_off`), the scale and shift outside the fused kernel
+        (:meth:`vmap_safe_norms`)."""
+        with self.running_stats_off(), self.vmap_safe_norms():
+            return torch.func.vmap(fn)(*tasks)
+
     @contextmanager
     def running_stats_off(self) -> Iterator[None]:
         """Batch norm without reading or writing running statistics, for the duration: in

@@ -197,10 +197,9 @@ class MAML(Algorithm):
 
     def meta_train_step(self, batch: EpisodeBatch) -> StepOutput:
         if self.vectorize:
-            with self.running_stats_off(), self.vmap_safe_norms():
-                losses, scores = torch.func.vmap(
-                    lambda sx, sy, qx, qy: self.task_loss(sx, sy, qx, qy, functional=True)
-                )(batch.support_x, batch.support_y, batch.query_x, batch.query_y)
+            losses, scores = self.vmap_tasks(
+                lambda sx, sy, qx, qy: self.task_loss(sx, sy, qx, qy, functional=True),
+                batch.support_x, batch.support_y, batch.query_x, batch.query_y)
         else:
             pairs = [self.task_loss(t.support_x, t.support_y, t.query_x, t.query_y)
                      for t in batch]

@@ -95,8 +95,7 @@ class Reptile(MAML):
         x = torch.cat([batch.support_x, batch.query_x], 1)  # each task's labelled examples
         y = torch.cat([batch.support_y, batch.query_y], 1)
         if self.vectorize:
-            with self.running_stats_off(), self.vmap_safe_norms():
-                phi, scores = torch.func.vmap(self._fine_tuned)(x, y)
+            phi, scores = self.vmap_tasks(self._fine_tuned, x, y)
         else:
             tasks = [self._fine_tuned(*task) for task in zip(x, y, strict=True)]
             phi = {n: torch.stack([w[n] for w, _ in tasks]) for n in tasks[0][0]}

@@ -1,7 +1,7 @@
 """A long meta-test says how far it has got: a log line every EVAL_LOG_SECONDS when no one
 watches a terminal, a transient bar when someone does, and nothing for a short one. A
-validation during training says so too: in the same log lines, or at the end of the training
-bar's line."""
+validation during training says so too: in the same log lines, or as a second row of the
+training bar."""
 
 from __future__ import annotations
 
