@@ -36,6 +36,12 @@ class Split(str, Enum):
             raise ValueError(f"split must be one of {[s.value for s in cls]}; got "
                              f"{name!r}") from None
 
+    @property
+    def progress_label(self) -> str:
+        """What an evaluation on this split is called in progress lines: the meta-test is on
+        the test classes; on the others it is an evaluation, not a meta-test."""
+        return "meta-test" if self is Split.TEST else f"evaluation on {self.value}"
+
 
 _T = TypeVar("_T", bound="_Tensors")
 

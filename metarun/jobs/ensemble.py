@@ -120,9 +120,10 @@ def fused_state(states: list[dict[str, Tensor]]) -> dict[str, Tensor]:
 
 def evaluate_together(algorithms: list[Algorithm], episodes: list[Episode],
                       task_type: TaskType, diverged_above: float | None = None,
+                      progress: str | None = "meta-test",
                       ) -> tuple[list[EvalResult], EvalResult]:
     """Score every algorithm, and the average of their predictions, on the same episodes
-    (``diverged_above``: as :func:`metarun.engine.evaluate.evaluate`'s)."""
+    (``diverged_above`` and ``progress``: as :func:`metarun.engine.evaluate.evaluate`'s)."""
     def score(episode: Episode) -> list[tuple[float, float]]:
         predictions = [a.adapt(episode.support_x, episode.support_y)(episode.query_x)
                        for a in algorithms]
@@ -130,7 +131,7 @@ def evaluate_together(algorithms: list[Algorithm], episodes: list[Episode],
         scored = [task_type.loss_and_score(p, episode.query_y) for p in predictions]
         return [(float(loss), float(value)) for loss, value in scored]
 
-    results = evaluate_each(score, episodes, task_type, diverged_above, progress="meta-test")
+    results = evaluate_each(score, episodes, task_type, diverged_above, progress)
     return results[:-1], results[-1]
 
 
@@ -206,11 +207,13 @@ def ensemble(paths: Sequence[str | Path], method: str, output_dir: str | Path,
     chosen: Member | None = None
     if method == "fuse":
         results, combined = evaluate_together([*models, _fused(members, target)], episodes,
-                                              task_type, about.diverged_above)
+                                              task_type, about.diverged_above,
+                                              split.progress_label)
         member_results, combined = results[:-1], results[-1]
     else:
         member_results, combined = evaluate_together(models, episodes, task_type,
-                                                        about.diverged_above)
+                                                        about.diverged_above,
+                                                        split.progress_label)
         if method == "select":
             chosen = _selected(members, task_type)
             combined = member_results[members.index(chosen)]

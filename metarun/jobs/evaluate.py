@@ -100,7 +100,7 @@ def evaluate_checkpoint(checkpoint: str | Path, output_dir: str | Path, *,
     about = build.info(cfg)
     algorithm.check_task(about.eval_task.ways)
     episodes = build.fixed_episodes(cfg, build.splits(data, target), which)
-    result = evaluate(algorithm, episodes, about.diverged_above, "meta-test")
+    result = evaluate(algorithm, episodes, about.diverged_above, which.progress_label)
     task_type = algorithm.task_type
     summary: dict[str, Any] = {
         "command": EVAL,

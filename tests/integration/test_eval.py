@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from metarun.engine import progress
 from metarun.jobs.evaluate import evaluate_checkpoint
 from metarun.jobs.train import run
 from tests.helpers import compose_config
@@ -53,6 +55,17 @@ def test_a_5_way_model_is_evaluated_20_way_on_other_episodes(trained: Path,
     assert s["eval_task"]["ways"] == 20 and s["result"]["episodes"] == 3
     assert s["result"]["episodes_sha256"] != summary(trained)["test"]["episodes_sha256"]
     assert 0.0 <= s["result"]["acc"] <= 1.0
+
+
+def test_evaluating_on_another_split_is_not_called_a_meta_test(
+        trained: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(progress, "EVAL_LOG_SECONDS", 0.0)  # every episode logs its progress
+    with caplog.at_level(logging.INFO, logger="metarun"):
+        evaluate_checkpoint(trained, tmp_path, split="val", device="cpu",
+                            overrides={"eval.val_episodes": 2})
+    lines = [r.getMessage() for r in caplog.records if "1/2 episodes" in r.getMessage()]
+    assert len(lines) == 1 and lines[0].startswith("evaluation on val: 1/2 episodes")
 
 
 def test_the_command_line_reproduces_the_run_and_reaches_ensembles(
