@@ -29,15 +29,20 @@ Directions = Callable[[int, Params], Params]
 class AdamDirections:
     """Adam's update direction with ``beta1 = 0`` (Reptile's inner optimizer), computed as
     ``torch.optim.Adam`` computes it: ``g / (sqrt(v / (1 - beta2^t)) + eps)``, where ``v`` is
-    the running mean of ``g^2``. It keeps ``v``, so one serves one inner loop. Its tensor
-    operations work under ``torch.func.vmap``."""
+    the running mean of ``g^2`` and ``t`` counts the steps taken. It keeps ``v``, so one serves
+    one inner loop; ``v`` and ``steps`` given start it where an earlier one left off (the
+    state the reference Reptile carries from task to task). Its tensor operations work under
+    ``torch.func.vmap``."""
 
-    def __init__(self, beta2: float = 0.999, eps: float = 1e-8) -> None:
+    def __init__(self, beta2: float = 0.999, eps: float = 1e-8, v: Params | None = None,
+                 steps: int = 0) -> None:
         self.beta2, self.eps = beta2, eps
-        self.v: Params = {}
+        self.v: Params = dict(v or {})
+        self.start = self.steps = steps
 
     def __call__(self, i: int, grads: Params) -> Params:
-        correction = (1 - self.beta2 ** (i + 1)) ** 0.5
+        self.steps = self.start + i + 1
+        correction = (1 - self.beta2 ** self.steps) ** 0.5
         out = {}
         for name, g in grads.items():
             v = self.v.get(name)

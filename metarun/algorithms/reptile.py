@@ -5,15 +5,46 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torch.func import functional_call
 
-from metarun.algorithms.functional import AdamDirections, inner_trajectory
+from metarun.algorithms.functional import AdamDirections, Directions, inner_trajectory
 from metarun.algorithms.maml import MAML
 from metarun.tasktypes import CLASSIFICATION, TaskType
 from metarun.types import Backbone, EpisodeBatch, StepOutput
 
 INNER_OPTIMIZERS = ("sgd", "adam")
+
+
+class CarriedAdam(nn.Module):
+    """The inner Adam's state (the running mean of squared gradients of each weight, and the
+    steps taken) carried from task to task, as the reference Reptile keeps one Adam optimizer
+    for the whole run. Buffers, so checkpoints, exact resume and the ranks' averaging of
+    buffers include it."""
+
+    def __init__(self, params: dict[str, Tensor]) -> None:
+        super().__init__()
+        self.names = list(params)
+        for name, p in params.items():
+            self.register_buffer(self._key(name), torch.zeros_like(p.detach()))
+        self.steps: Tensor
+        self.register_buffer("steps", torch.zeros((), dtype=torch.long))
+
+    @staticmethod
+    def _key(name: str) -> str:
+        return "v__" + name.replace(".", "__")  # a buffer's name cannot hold a dot
+
+    def directions(self) -> AdamDirections:
+        """Adam's directions starting from the carried state (which they leave alone)."""
+        v = {n: getattr(self, self._key(n)) for n in self.names}
+        return AdamDirections(v=v, steps=int(self.steps)) if int(self.steps) else AdamDirections()
+
+    @torch.no_grad()
+    def keep(self, directions: AdamDirections) -> None:
+        """Carry on from where ``directions`` left off."""
+        for n in self.names:
+            getattr(self, self._key(n)).copy_(directions.v[n])
+        self.steps.fill_(directions.steps)
 
 
 class Reptile(MAML):
@@ -29,6 +60,14 @@ class Reptile(MAML):
     No second-order terms. Meta-test fine-tunes on the support set the same way, with
     ``test_inner_steps`` steps of size ``test_inner_lr``.
 
+    Each task's inner Adam starts afresh unless ``carry_adam_state``: then, as in the paper's
+    code (one TensorFlow Adam for the whole run, whose slots Reptile never resets), the
+    running mean of squared gradients and the step count carry from task to task through
+    meta-training (the tasks of a meta-batch in order), and every meta-test episode starts
+    from the state training left. A fresh Adam's first step is ``lr * sign(gradient)`` for
+    every weight, however small its gradient; a carried one scales each weight's step by its
+    gradients' history.
+
     The logged training loss is that mean distance; the logged metric (accuracy or MSE) is the
     adapted weights' on the task's own examples. Classification and regression alike.
 
@@ -43,6 +82,8 @@ class Reptile(MAML):
         bn_mode: see :class:`~metarun.algorithms.base.Algorithm`.
         vectorize: fine-tune the tasks of a meta-batch together under ``torch.func.vmap``
             (see :class:`~metarun.algorithms.maml.MAML`): the same update.
+        carry_adam_state: carry the inner Adam's state from task to task (above); not with
+            ``vectorize``, whose tasks run together, nor with the ``sgd`` inner optimizer.
         task_type: the data's task type (passed at run time).
     """
 
@@ -57,6 +98,7 @@ class Reptile(MAML):
         test_inner_steps: int = 50,
         bn_mode: str = "batch",
         vectorize: bool = False,
+        carry_adam_state: bool = False,
         task_type: TaskType = CLASSIFICATION,
     ) -> None:
         super().__init__(backbone, ways, inner_lr=inner_lr, inner_steps=inner_steps,
@@ -68,12 +110,25 @@ class Reptile(MAML):
                 f"algo.inner_optimizer must be one of {INNER_OPTIMIZERS}; got {inner_optimizer!r}"
             )
         self.inner_optimizer = inner_optimizer
+        if carry_adam_state and (vectorize or inner_optimizer != "adam"):
+            raise ValueError("algo.carry_adam_state carries an Adam state from task to task in "
+                             "order: it needs algo.inner_optimizer=adam and algo.vectorize=false")
+        self.carried = (CarriedAdam(dict(self.net.named_parameters())) if carry_adam_state
+                        else None)
+
+    def directions(self) -> Directions | None:
+        """A new inner loop's step directions: Adam's (fresh, or from the carried state), or
+        the gradients' (``None``)."""
+        if self.inner_optimizer != "adam":
+            return None
+        return self.carried.directions() if self.carried is not None else AdamDirections()
 
     def fine_tune(self, x: Tensor, y: Tensor, steps: int, lr: float,
-                  functional: bool = False) -> dict[str, Tensor]:
+                  functional: bool = False,
+                  directions: Directions | None = None) -> dict[str, Tensor]:
         """Weights after ``steps`` full-batch steps on ``(x, y)``, starting from the current ones:
-        the shared inner loop, first order, with Adam's directions (``beta1 = 0``) or the
-        gradients' (``functional``: as under ``torch.func.vmap``).
+        the shared inner loop, first order, along ``directions`` (default:
+        :meth:`directions`'s), taking gradients as under ``torch.func.vmap`` if ``functional``.
 
         Returns detached tensors; the module's own parameters are not changed.
         """
@@ -81,13 +136,17 @@ class Reptile(MAML):
                  for n, p in self.net.named_parameters()}
         trajectory = inner_trajectory(
             self.net, start, x, y, self.task_type.loss, steps=steps, lr=lr, create_graph=False,
-            functional=functional,
-            directions=AdamDirections() if self.inner_optimizer == "adam" else None)
+            functional=functional, directions=directions or self.directions())
         return {n: w.detach() for n, w in trajectory[-1].items()}
 
     def _fine_tuned(self, x: Tensor, y: Tensor) -> tuple[dict[str, Tensor], Tensor]:
-        """One task's adapted weights and their metric on its own examples."""
-        phi = self.fine_tune(x, y, self.inner_steps, self.inner_lr, functional=self.vectorize)
+        """One task's adapted weights and their metric on its own examples; a carried Adam
+        state moves on to where this task left it."""
+        directions = self.directions()
+        phi = self.fine_tune(x, y, self.inner_steps, self.inner_lr, functional=self.vectorize,
+                             directions=directions)
+        if self.carried is not None and isinstance(directions, AdamDirections):
+            self.carried.keep(directions)
         with torch.no_grad():
             return phi, self.task_type.score(functional_call(self.net, phi, (x,)), y)
 

@@ -205,18 +205,15 @@ def ensemble(paths: Sequence[str | Path], method: str, output_dir: str | Path,
     episodes = [e.to(target) for e in test]
     models = [m.algorithm for m in members]
     chosen: Member | None = None
-    if method == "fuse":
-        results, combined = evaluate_together([*models, _fused(members, target)], episodes,
-                                              task_type, about.diverged_above,
-                                              split.progress_label)
-        member_results, combined = results[:-1], results[-1]
-    else:
-        member_results, combined = evaluate_together(models, episodes, task_type,
-                                                        about.diverged_above,
-                                                        split.progress_label)
-        if method == "select":
-            chosen = _selected(members, task_type)
-            combined = member_results[members.index(chosen)]
+    scored = [*models, _fused(members, target)] if method == "fuse" else models
+    results, combined = evaluate_together(scored, episodes, task_type, about.diverged_above,
+                                          split.progress_label)
+    member_results = results[:len(models)]
+    if method == "fuse":  # the fused model's score, not the average's
+        combined = results[-1]
+    elif method == "select":
+        chosen = _selected(members, task_type)
+        combined = member_results[members.index(chosen)]
     digest = test.digest()  # hashes every episode's indices: once
     summary = {
         "command": EVAL, "status": COMPLETED, "method": method,

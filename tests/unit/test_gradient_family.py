@@ -130,6 +130,54 @@ def test_reptile_fine_tunes_as_torch_optimizers_do(optimizer: str) -> None:
         torch.testing.assert_close(phi[n], w.detach(), rtol=1e-12, atol=1e-12)
 
 
+def test_a_carried_adam_state_goes_from_task_to_task_as_one_torch_adam() -> None:
+    """With ``carry_adam_state`` the meta-batch's tasks fine-tune as the reference code does:
+    one ``torch.optim.Adam`` (``beta1 = 0``) for the whole run, the weights (not the optimizer)
+    reset to the initialisation before each task; meta-test starts from that state and leaves
+    it alone. The state is in the checkpointed state dict."""
+    torch.manual_seed(0)
+    model = Reptile(Tiny(), ways=WAYS, inner_lr=0.05, inner_steps=3, bn_mode="running",
+                    carry_adam_state=True).double()
+    batch = _batch(tasks=2)
+    theta = {n: p.detach().clone() for n, p in model.net.named_parameters()}
+    weights = {n: p.clone().requires_grad_() for n, p in theta.items()}
+    opt = torch.optim.Adam(weights.values(), lr=0.05, betas=(0.0, 0.999))
+
+    def train(x: torch.Tensor, y: torch.Tensor, steps: int) -> None:
+        for w, start in zip(weights.values(), theta.values(), strict=True):
+            w.data.copy_(start)
+        for _ in range(steps):
+            opt.zero_grad()
+            F.cross_entropy(functional_call(model.net, weights, (x,)), y).backward()
+            opt.step()
+
+    model.meta_train_step(batch)
+    for task in batch:
+        train(torch.cat([task.support_x, task.query_x]), torch.cat([task.support_y,
+                                                                    task.query_y]), 3)
+    assert int(model.carried.steps) == 6
+    for n, w in weights.items():
+        torch.testing.assert_close(getattr(model.carried, model.carried._key(n)),
+                                   opt.state[w]["exp_avg_sq"], rtol=1e-12, atol=1e-15)
+    kept = {k: b.clone() for k, b in model.carried.state_dict().items()}
+    task = batch[0]
+    phi = model.fine_tune(task.support_x, task.support_y, steps=2, lr=0.05)
+    train(task.support_x, task.support_y, 2)  # torch's Adam goes on from the same state
+    for n, w in weights.items():
+        torch.testing.assert_close(phi[n], w.detach(), rtol=1e-12, atol=1e-12)
+    assert all(torch.equal(kept[k], b) for k, b in model.carried.state_dict().items())
+    assert {f"carried.{k}" for k in kept} <= set(model.state_dict())
+    fresh = model.fine_tune(task.support_x, task.support_y, steps=2, lr=0.05,
+                            directions=AdamDirections())
+    assert not all(torch.allclose(fresh[n], phi[n]) for n in phi)
+
+
+@pytest.mark.parametrize("settings", [{"vectorize": True}, {"inner_optimizer": "sgd"}])
+def test_a_carried_adam_state_needs_adam_tasks_in_order(settings: dict[str, object]) -> None:
+    with pytest.raises(ValueError, match="algo.carry_adam_state carries an Adam state"):
+        Reptile(Tiny(), ways=WAYS, carry_adam_state=True, **settings)  # type: ignore[arg-type]
+
+
 def test_adam_directions_under_vmap_match_the_loop() -> None:
     """The tasks of a batch fine-tuned together under ``torch.func.vmap`` with Adam's
     directions reach each task's own weights."""
