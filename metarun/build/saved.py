@@ -49,10 +49,17 @@ def restore(blob: dict[str, Any], source: str = "checkpoint",
     try:
         learner.load_state_dict(state)
     except RuntimeError as e:  # torch lists every mismatched tensor, over many lines
-        first = str(e).strip().splitlines()[0]
         raise ValueError(f"{source}: the saved weights do not fit the model its config "
-                         f"describes ({first})") from None
+                         f"describes ({_first_mismatch(e)})") from None
     return Restored(config, data, learner)
+
+
+def _first_mismatch(error: RuntimeError) -> str:
+    """The first of torch's lines that name mismatched tensors (its first line names only the
+    module), shortened to fit one line."""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    first = lines[1] if len(lines) > 1 else lines[0]
+    return first if len(first) <= 240 else first[:237] + "..."
 
 
 # --- metarun-eval: which models, on which episodes -------------------------------------
