@@ -36,8 +36,8 @@ class CarriedAdam(nn.Module):
 
     def directions(self) -> AdamDirections:
         """Adam's directions starting from the carried state (which they leave alone)."""
-        v = {n: getattr(self, self._key(n)) for n in self.names}
-        return AdamDirections(v=v, steps=int(self.steps)) if int(self.steps) else AdamDirections()
+        v = {n: getattr(self, self._key(n)) for n in self.names}  # zeros: a fresh Adam's
+        return AdamDirections(v=v, steps=int(self.steps))
 
     @torch.no_grad()
     def keep(self, directions: AdamDirections) -> None:
