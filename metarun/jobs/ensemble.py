@@ -120,7 +120,7 @@ def fused_state(states: list[dict[str, Tensor]]) -> dict[str, Tensor]:
 
 def evaluate_together(algorithms: list[Algorithm], episodes: list[Episode],
                       task_type: TaskType, diverged_above: float | None = None,
-                      progress: str | None = "meta-test",
+                      progress: str | None = Split.TEST.progress_label,
                       ) -> tuple[list[EvalResult], EvalResult]:
     """Score every algorithm, and the average of their predictions, on the same episodes
     (``diverged_above`` and ``progress``: as :func:`metarun.engine.evaluate.evaluate`'s)."""

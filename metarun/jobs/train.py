@@ -187,7 +187,8 @@ def _train(cfg: DictConfig, out: Path, config: dict[str, Any],
         peers.trained()
         best = load_checkpoint(out / "checkpoints" / "best.pt", map_location=built.device)
         algorithm.load_state_dict(best["algorithm"])
-        result = evaluate(algorithm, built.test, build.info(cfg).diverged_above, "meta-test")
+        result = evaluate(algorithm, built.test, build.info(cfg).diverged_above,
+                          Split.TEST.progress_label)
         seconds = time.perf_counter() - t0
         metrics.write(trained.best_step, "test", result.loss, seconds,
                       **{result.metric: result.score}, ci95=result.ci95)
