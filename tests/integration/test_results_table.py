@@ -9,6 +9,7 @@ import importlib.util
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -69,8 +70,8 @@ def test_the_table_is_the_runs_and_a_second_build_keeps_them(
     assert cells[1] == "Sinusoid 10-shot"
     assert cells[2] == ("`metarun data=sinusoid algo=maml train.iterations=100000 "
                         "train.eval_every=100 eval.val_episodes=4 eval.test_episodes=20 "
-                        "train.plot=false device=cpu train.max_time=1s paper={metric:'mse',"
-                        "value:0.5,ci95:null,ways:1,shots:10,source:'A paper, 2017'}`")
+                        "train.plot=false device=cpu train.max_time=1s 'paper={metric:\"mse\","
+                        "value:0.5,ci95:null,ways:1,shots:10,source:\"A paper, 2017\"}'`")
     assert cells[3] == "1s" and cells[5] == f"{summary['steps']:,} (budget)"
     assert cells[6] == REGRESSION.format(test["mse"], test["ci95"])
     assert cells[7:9] == ["0.5000", "A paper, 2017"]
@@ -128,6 +129,69 @@ def test_the_table_is_the_runs_and_a_second_build_keeps_them(
     assert "| MAML |" not in text and "Not run yet with their present commands: `maml-sine`" in text
 
 
+SEEDS = """
+rows:
+  - name: anil
+    method: ANIL
+    args: [data=sinusoid, algo=anil, train.iterations=5, train.eval_every=5,
+           eval.val_episodes=2, eval.test_episodes=4, train.plot=false]
+    seeds: [0, 1]
+    paper: {metric: mse, value: 0.5, ci95: null, ways: 1, shots: 10, source: "A paper, 2017"}
+"""
+
+
+def test_a_row_with_seeds_runs_each_and_its_multirun_command_reproduces_them(
+        tmp_path: Path, env: dict[str, str], monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A row with ``seeds`` runs (and records) once per seed and shows the mean and sample
+    standard deviation of their test means; the multirun command the table shows, pasted into
+    a shell, gives the same numbers."""
+    results = _results()
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    rows, root, out = tmp_path / "rows.yaml", tmp_path / "runs", tmp_path / "results.md"
+    rows.write_text(SEEDS)
+    records = tmp_path / "records.json"
+    argv = ["--rows", str(rows), "--root", str(root), "--out", str(out), "--records",
+            str(records)]
+    assert results.main(argv) == 0
+    scores = [json.loads((root / f"anil-seed{s}" / "summary.json").read_text())["test"]["mse"]
+              for s in (0, 1)]
+    assert scores[0] != scores[1]  # the seeds really differ
+    kept = json.loads(records.read_text())
+    assert sorted(kept) == ["anil-seed0", "anil-seed1"]
+    assert " seed=1 device=cpu " in kept["anil-seed1"]["command"]
+    line = next(x for x in out.read_text().splitlines() if x.startswith("| ANIL |"))
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    shown = cells[2].strip("`")
+    assert shown.startswith("metarun -m data=sinusoid ") and " seed=0,1 device=cpu " in shown
+    mean, sd = statistics.fmean(scores), statistics.stdev(scores)
+    each = ", ".join(REGRESSION.format(v) for v in scores)
+    assert cells[6] == f"{REGRESSION.format(mean, sd)} over 2 seeds ({each})"
+    assert cells[4].endswith(" s (mean)") and cells[5] == "5"
+    assert cells[9] == ("+" if mean >= 0.5 else "") + REGRESSION.format(mean - 0.5)
+
+    sweep = tmp_path / "sweep"
+    subprocess.run(["bash", "-c", f"{shown} hydra.sweep.dir={sweep}"], env=env, check=True,
+                   capture_output=True)
+    assert [json.loads((sweep / str(i) / "summary.json").read_text())["test"]["mse"]
+            for i in (0, 1)] == scores
+
+    # One seed's result missing: the row shows the others and names the missing run, which
+    # --only runs alone.
+    del kept["anil-seed1"]
+    records.write_text(json.dumps(kept))
+    shutil.rmtree(root)
+    assert results.main([*argv, "--table-only"]) == 0
+    text = out.read_text()
+    assert f"over 1 seed ({REGRESSION.format(scores[0])}); seed 1: not run yet" in text
+    assert "Not run yet with their present commands: `anil-seed1`" in text
+    capsys.readouterr()
+    assert results.main([*argv, "--only", "anil-seed1", "--dry-run"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        kept["anil-seed0"]["command"].replace(" seed=0 ", " seed=1 ")]
+
+
 def test_a_bad_rows_file_or_row_name_is_refused(tmp_path: Path) -> None:
     results = _results()
     rows = tmp_path / "rows.yaml"
@@ -136,6 +200,14 @@ def test_a_bad_rows_file_or_row_name_is_refused(tmp_path: Path) -> None:
         results.main(["--rows", str(rows), "--dry-run"])
     rows.write_text("rows:\n  - name: a\n    args: [algo=maml]\n    budget: 5 minutes\n")
     with pytest.raises(ValueError, match="row a: budget must be a positive duration"):
+        results.main(["--rows", str(rows), "--dry-run"])
+    for seeds in ("[1]", "[0, 0]", "[0, x]", "3"):
+        rows.write_text(f"rows:\n  - name: a\n    args: [algo=maml]\n    seeds: {seeds}\n")
+        with pytest.raises(SystemExit, match="seeds must be a list of two or more"):
+            results.main(["--rows", str(rows), "--dry-run"])
+    rows.write_text("rows:\n  - name: a\n    args: [algo=maml]\n    seeds: [0, 1]\n"
+                    "  - name: a-seed1\n    args: [algo=maml]\n")
+    with pytest.raises(SystemExit, match="row names must be unique"):
         results.main(["--rows", str(rows), "--dry-run"])
     rows.write_text("rows:\n  - name: a\n    args: [algo=maml]\n")
     with pytest.raises(SystemExit):
