@@ -28,6 +28,7 @@ class Row:
     note: str = ""
     seeds: list[int] = field(default_factory=list)
     parts: list[Row] = field(default_factory=list)  # the runs of a row with seeds
+    seed: int | None = None  # a part's seed
     summary: dict[str, Any] = field(default_factory=dict)
     data: str = ""
     ran: dict[str, str] = field(default_factory=dict)  # date, commit, hardware
@@ -66,7 +67,7 @@ def load_rows(path: Path) -> list[Row]:
                   seeds=_seeds(raw.get("seeds"), f"{path}: row {raw['name']}"))
         row.parts = [Row(name=f"{row.name}-seed{s}", method=row.method,
                          args=[*row.args, f"seed={s}"], budget=row.budget, paper=row.paper,
-                         note=row.note) for s in row.seeds]
+                         note=row.note, seed=s) for s in row.seeds]
         rows.append(row)
     names = [r.name for row in rows for r in [row, *row.parts]]
     if len(set(names)) != len(names):

@@ -11,7 +11,7 @@ from typing import Any
 from _provenance import RUN_PATHS
 from _rows import Row, budget_of, command_line, duration
 
-from metarun.tasktypes import BY_METRIC
+from metarun.tasktypes import BY_METRIC, TaskType
 
 HEADER = ["method", "setting", "command", "budget", "wall time", "steps",
           "ours (mean ± 95% CI; seeds: mean ± sd)", "paper", "source", "difference",
@@ -48,6 +48,18 @@ def _steps(runs: list[Row]) -> str:
                                       for r in runs) else "")
 
 
+def _over_seeds(row: Row, scores: list[float], task_type: TaskType) -> str:
+    """A row with seeds: the mean ± sample standard deviation of its completed seeds' test
+    means, each of them, and the seeds that did not complete."""
+    n = len(scores)
+    text = (task_type.format(statistics.fmean(scores), statistics.stdev(scores)) if n > 1
+            else task_type.format(scores[0]))
+    text += f" over {n} seed{'s' if n > 1 else ''} ("
+    text += ", ".join(task_type.format(v) for v in scores) + ")"
+    missing = [f"seed {r.seed}: {_status(r)}" for r in row.runs if not _completed(r)]
+    return text + ("; " + "; ".join(missing) if missing else "")
+
+
 def cells(row: Row, shown: str, budget: str, ran: str) -> list[str]:
     """The cells of a row run once (or of a row with seeds, over the seeds that completed)."""
     done = [r for r in row.runs if _completed(r)]
@@ -63,14 +75,7 @@ def cells(row: Row, shown: str, budget: str, ran: str) -> list[str]:
     if not row.seeds:
         ours, wall = task_type.format(scores[0], s["test"]["ci95"]), f"{seconds:.0f} s"
     else:
-        each = ", ".join(task_type.format(v) for v in scores)
-        ours = (task_type.format(statistics.fmean(scores), statistics.stdev(scores))
-                if len(scores) > 1 else task_type.format(scores[0]))
-        ours += f" over {len(done)} seed{'s' if len(done) > 1 else ''} ({each})"
-        missing = [f"seed {r.name.rsplit('-seed', 1)[1]}: {_status(r)}"
-                   for r in row.runs if not _completed(r)]
-        ours += "; " + "; ".join(missing) if missing else ""
-        wall = f"{seconds:.0f} s (mean)"
+        ours, wall = _over_seeds(row, scores, task_type), f"{seconds:.0f} s (mean)"
     return [row.method, setting, f"`{shown}`", budget, wall, _steps(done), ours,
             *_published(s, statistics.fmean(scores)), ran]
 

@@ -50,16 +50,26 @@ def _results() -> Any:
     return module
 
 
-def test_the_table_is_the_runs_and_a_second_build_keeps_them(
-        tmp_path: Path, env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+def _build(tmp_path: Path, env: dict[str, str], monkeypatch: pytest.MonkeyPatch,
+           rows_text: str) -> tuple[Any, list[str], Path, Path, Path]:
+    """The script, its arguments for a build of ``rows_text`` in ``tmp_path``, and where that
+    build's run directories, table and records go."""
     results = _results()
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     rows, root, out = tmp_path / "rows.yaml", tmp_path / "runs", tmp_path / "results.md"
-    rows.write_text(ROWS)
+    rows.write_text(rows_text)
     records = tmp_path / "records.json"
     argv = ["--rows", str(rows), "--root", str(root), "--out", str(out), "--records",
-            str(records), "--budget-scale", "0.25"]
+            str(records)]
+    return results, argv, root, out, records
+
+
+def test_the_table_is_the_runs_and_a_second_build_keeps_them(
+        tmp_path: Path, env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    results, argv, root, out, records = _build(tmp_path, env, monkeypatch, ROWS)
+    rows = tmp_path / "rows.yaml"
+    argv += ["--budget-scale", "0.25"]
     assert results.main(argv) == 1  # one row failed; the others ran
     summary = json.loads((root / "maml-sine" / "summary.json").read_text())
     assert summary["stopped"] == "max_time" and summary["max_time"] == 1.0
@@ -146,14 +156,7 @@ def test_a_row_with_seeds_runs_each_and_its_multirun_command_reproduces_them(
     """A row with ``seeds`` runs (and records) once per seed and shows the mean and sample
     standard deviation of their test means; the multirun command the table shows, pasted into
     a shell, gives the same numbers."""
-    results = _results()
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    rows, root, out = tmp_path / "rows.yaml", tmp_path / "runs", tmp_path / "results.md"
-    rows.write_text(SEEDS)
-    records = tmp_path / "records.json"
-    argv = ["--rows", str(rows), "--root", str(root), "--out", str(out), "--records",
-            str(records)]
+    results, argv, root, out, records = _build(tmp_path, env, monkeypatch, SEEDS)
     assert results.main(argv) == 0
     scores = [json.loads((root / f"anil-seed{s}" / "summary.json").read_text())["test"]["mse"]
               for s in (0, 1)]
