@@ -69,11 +69,22 @@ def load_rows(path: Path) -> list[Row]:
                          args=[*row.args, f"seed={s}"], budget=row.budget, paper=row.paper,
                          note=row.note, seed=s) for s in row.seeds]
         rows.append(row)
-    names = [r.name for row in rows for r in [row, *row.parts]]
+    names = run_names(rows)
     if len(set(names)) != len(names):
         raise SystemExit(f"{path}: row names must be unique (they name the run directories; "
                          f"a row with seeds runs in <name>-seed<N>)")
     return rows
+
+
+def run_names(rows: list[Row]) -> list[str]:
+    """Every name ``--only`` takes: each row's, and each of its parts'."""
+    return [r.name for row in rows for r in [row, *row.parts]]
+
+
+def selected(row: Row, run: Row, only: list[str] | None) -> bool:
+    """Whether ``--only`` selects ``run`` (``row`` itself or one of its parts): by its own
+    name or its row's; everything when there is no ``--only``."""
+    return only is None or row.name in only or run.name in only
 
 
 def budget_of(row: Row, scale: float) -> float | None:

@@ -46,7 +46,7 @@ from typing import Any
 import yaml
 from _provenance import SUMMARY_KEYS, TEST_KEYS, commit, hardware, load_records
 from _recipes import changed_recipe, fingerprint, recipe
-from _rows import Row, command, command_line, load_rows
+from _rows import Row, command, command_line, load_rows, run_names, selected
 from _table import render
 
 from metarun.summary import read_summary
@@ -151,8 +151,7 @@ def build(rows: list[Row], args: argparse.Namespace) -> int:
     failed = 0
     for row in rows:
         for run in row.runs:
-            wanted = not args.table_only and (
-                args.only is None or row.name in args.only or run.name in args.only)
+            wanted = not args.table_only and selected(row, run, args.only)
             failed += fill(run, wanted, records, args)
     args.records.write_text(json.dumps(records, indent=2, sort_keys=True) + "\n", "utf-8")
     return failed
@@ -175,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="run nothing: write the table from the runs and records there are")
     args = parser.parse_args(argv)
     rows = load_rows(args.rows)
-    names = [n for r in rows for n in [r.name, *(p.name for p in r.parts)]]
+    names = run_names(rows)
     unknown = set(args.only or []) - set(names)
     if unknown:
         parser.error(f"--only: no row named {', '.join(sorted(unknown))}; rows: "
@@ -183,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         for row in rows:
             for run in row.runs:
-                if args.only is None or row.name in args.only or run.name in args.only:
+                if selected(row, run, args.only):
                     print(command_line(run, args.device, args.budget_scale))
         return 0
     args.root.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,7 @@
 """Data parallelism is exact: two gloo processes, each training its half of every meta-batch
 through the trainer's own step, give the one-process meta-gradient and logged loss and metric
 (to 1e-6) and weights after a few steps (to 1e-5), for second-order MAML, ProtoNet and
-Reptile; Reptile's carried inner Adam state is each rank's share's, averaged over the ranks."""
+Reptile; Reptile's carried inner Adam state is each rank's share's, the same on every rank."""
 
 from __future__ import annotations
 
@@ -163,8 +163,8 @@ def test_two_processes_give_the_one_process_gradient_and_weights(
 def test_a_carried_inner_state_is_each_ranks_share_averaged_over_the_ranks(
         one_process: dict[str, Any], two_processes: list[dict[str, Any]]) -> None:
     """Each rank's Reptile fine-tunes its share of the tasks in order from the carried Adam
-    state: it counts the share's inner steps (half the one-process count), and the squared-
-    gradient means are averaged over the ranks (equal on both, as the test above checks)."""
+    state: it counts the share's inner steps (half the one-process count) and carries its
+    squared-gradient means, which the ranks share (equal on both, as the test above checks)."""
     inner_steps = 2 * STEPS * TASKS
     assert int(one_process["reptile-carried"]["state"]["carried.steps"]) == inner_steps
     for results in two_processes:
