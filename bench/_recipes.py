@@ -35,10 +35,15 @@ def recipe(overrides: list[str]) -> dict[str, Any] | None:
 
 def fingerprint(config: dict[str, Any] | None) -> str | None:
     """The SHA-256 of a recipe, without the keys a re-run may change (where things are, the
-    device, loggers): what a record keeps to tell whether it is still the row's result."""
+    device, loggers): what a record keeps to tell whether it is still the row's result.
+
+    Null values are left out, as ``differences`` (resume) takes a missing key for a null one: a
+    key added to the configs later with a null default, the behaviour from before it existed,
+    leaves the records of earlier runs standing."""
     if config is None:
         return None
-    kept = {k: v for k, v in leaves(config, lists=False) if not k.startswith(SAME_RUN_CHANGES)}
+    kept = {k: v for k, v in leaves(config, lists=False)
+            if v is not None and not k.startswith(SAME_RUN_CHANGES)}
     return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()
 
 

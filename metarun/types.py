@@ -341,7 +341,10 @@ class Dataset(Protocol):
 
 class Backbone(nn.Module):
     """A feature extractor (``backbone=`` config group): ``[B, *input_shape]`` to
-    ``[B, out_dim]``. Subclasses set both attributes in ``__init__``."""
+    ``[B, out_dim]``. Subclasses set both attributes in ``__init__``; ``feature_shape``,
+    ``(C, H, W)``, where the embedding is a feature map flattened (the Relation Network's
+    ``conv`` module convolves it again), else ``None`` (pooled or not spatial)."""
 
     input_shape: tuple[int, ...]
     out_dim: int
+    feature_shape: tuple[int, int, int] | None = None

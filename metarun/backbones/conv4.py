@@ -34,10 +34,17 @@ class Conv4(Backbone):
         layers: number of blocks.
         downsample: ``max_pool`` (2x2 max-pool after each block) or ``stride`` (stride-2
             convolutions, then the average over positions).
+        pooled_blocks: with ``max_pool``, how many of the first blocks have the max-pool
+            (``None``: all). The Relation Network's embedding pools in the first two of four
+            blocks, so that its relation module gets feature maps (7x7 on Omniglot) to convolve.
+
+    With ``max_pool`` the embedding is the last feature map flattened, and ``feature_shape``
+    says its ``(C, H, W)`` (:class:`~metarun.types.Backbone`).
     """
 
     def __init__(self, input_shape: tuple[int, int, int], hidden: int = 64,
-                 layers: int = 4, downsample: str = "max_pool") -> None:
+                 layers: int = 4, downsample: str = "max_pool",
+                 pooled_blocks: int | None = None) -> None:
         super().__init__()
         if hidden < 1:
             raise ValueError(f"backbone.hidden must be positive; got {hidden}")
@@ -47,10 +54,12 @@ class Conv4(Backbone):
         strided = downsample == "stride"
         channels, height, width = (int(v) for v in input_shape)
         self.input_shape = (channels, height, width)
-        if layers < 1 or min(height, width) < 2**layers:
+        pooled = _pooled_blocks(layers, pooled_blocks, strided)
+        if layers < 1 or min(height, width) < 2 ** (layers if strided else pooled):
             raise ValueError(
                 f"backbone.layers must be in [1, log2({min(height, width)})] for "
-                f"{height}x{width} input; got {layers}"
+                f"{height}x{width} input (counting pooled blocks only, with "
+                f"backbone.pooled_blocks); got {layers}"
             )
         blocks: list[nn.Module] = []
         for i in range(layers):
@@ -59,17 +68,31 @@ class Conv4(Backbone):
                           stride=2 if strided else 1),
                 BatchNorm2d(hidden),
                 nn.ReLU(),
-                *([] if strided else [nn.MaxPool2d(2)]),
+                *([nn.MaxPool2d(2)] if i < pooled else []),
             ]
         if strided:
             blocks.append(nn.AdaptiveAvgPool2d(1))
             self.out_dim = hidden
         else:
-            self.out_dim = hidden * (height // 2**layers) * (width // 2**layers)
+            self.feature_shape = (hidden, height // 2**pooled, width // 2**pooled)
+            self.out_dim = hidden * self.feature_shape[1] * self.feature_shape[2]
         self.features = nn.Sequential(*blocks, nn.Flatten())
 
     def forward(self, x: Tensor) -> Tensor:
         """``[B, C, H, W]`` images to ``[B, out_dim]`` embeddings."""
         return self.features(x)
+
+
+def _pooled_blocks(layers: int, pooled_blocks: int | None, strided: bool) -> int:
+    """How many blocks end in a max-pool (none when the convolutions stride)."""
+    if pooled_blocks is None:
+        return 0 if strided else layers
+    if strided:
+        raise ValueError("backbone.pooled_blocks applies to backbone.downsample=max_pool; "
+                         "with stride every block halves the resolution")
+    if not 0 <= pooled_blocks <= layers:
+        raise ValueError(f"backbone.pooled_blocks must be in [0, backbone.layers={layers}] "
+                         f"(or null: all); got {pooled_blocks}")
+    return pooled_blocks
 
 

@@ -282,3 +282,16 @@ def test_a_row_records_the_commit_its_run_started_from(
                          str(tmp_path / "results.md"), "--records", str(records),
                          "--only", "later"]) == 0
     assert json.loads(records.read_text())["later"]["commit"] == "abc1234"
+
+
+def test_a_key_added_later_with_a_null_default_keeps_the_records() -> None:
+    """A record's recipe fingerprint leaves null values out, as resuming takes a missing key
+    for a null one (``metarun.jobs.resume.differences``): adding an option whose default, null,
+    is the behaviour from before (``backbone.pooled_blocks``) must not hide every row."""
+    fingerprint = _results().fingerprint
+    before = {"backbone": {"hidden": 64}, "seed": 0}
+    assert fingerprint({"backbone": {"hidden": 64, "pooled_blocks": None}, "seed": 0}) == (
+        fingerprint(before))
+    assert fingerprint({"backbone": {"hidden": 64, "pooled_blocks": 2}, "seed": 0}) != (
+        fingerprint(before))
+    assert fingerprint({"backbone": {"hidden": 32}, "seed": 0}) != fingerprint(before)

@@ -69,10 +69,19 @@ def test_matching_trains_every_fce_parameter() -> None:
         assert p.grad is not None and p.grad.abs().sum() > 0, name
 
 
+def _relation(relation: str) -> RelationNet:
+    """The paper's embedding for ``conv`` (pooling in two blocks: 7x7 maps), else Conv-4's."""
+    pooled = 2 if relation == "conv" else None
+    return RelationNet(Conv4((1, 28, 28), hidden=16, pooled_blocks=pooled), hidden=8,
+                       relation=relation)
+
+
+@pytest.mark.parametrize("relation", ["mlp", "conv"])
 @pytest.mark.parametrize("shots", [1, 3])
-def test_relation_scores_lie_in_unit_interval_with_one_per_class(shots: int) -> None:
+def test_relation_scores_lie_in_unit_interval_with_one_per_class(shots: int,
+                                                                relation: str) -> None:
     torch.manual_seed(0)
-    model = RelationNet(Conv4((1, 28, 28), hidden=16), hidden=8)
+    model = _relation(relation)
     task = _batch(shots=shots)[0]
     scores = model.adapt(task.support_x, task.support_y)(task.query_x)
     assert scores.shape == (WAYS * QUERIES, WAYS)
@@ -89,3 +98,33 @@ def test_relation_loss_is_mse_against_one_hot() -> None:
     loss, acc = relation.loss_and_score(scores, torch.tensor([0, 0]))
     torch.testing.assert_close(loss, torch.tensor((0.01 + 0.04 + 0.36 + 0.36) / 4))
     assert acc == 0.5
+
+
+def test_conv_relation_scores_each_concatenated_pair_of_feature_maps() -> None:
+    """The paper's module convolves the concatenation [class map, query map] of every pair;
+    metarun convolves the class and query maps apart and adds them (linearity): the scores
+    must be those of the pairs, concatenated and passed through the module layer by layer."""
+    torch.manual_seed(0)
+    model = _relation("conv").eval()  # running statistics: every pair scored on its own
+    relation = model.relation
+    for m in relation.modules():  # non-trivial running statistics
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    classes, queries = torch.rand(WAYS, 16 * 7 * 7), torch.rand(4, 16 * 7 * 7)
+    scores = relation(classes, queries)
+    for q in range(4):
+        for c in range(WAYS):
+            pair = torch.cat([classes[c].view(16, 7, 7), queries[q].view(16, 7, 7)])[None]
+            expected = relation.rest(relation.first(pair))
+            torch.testing.assert_close(scores[q, c], expected[0, 0])
+    assert scores.shape == (4, WAYS)
+
+
+def test_conv_relation_needs_feature_maps_of_at_least_4x4() -> None:
+    with pytest.raises(ValueError, match="algo.relation=conv convolves feature maps"):
+        RelationNet(Conv4((1, 28, 28), hidden=8, downsample="stride"), relation="conv")
+    with pytest.raises(ValueError, match="at least 4x4; the backbone's is 1x1"):
+        RelationNet(Conv4((1, 28, 28), hidden=8), relation="conv")
+    with pytest.raises(ValueError, match="algo.relation must be one of conv, mlp"):
+        RelationNet(Conv4((1, 28, 28), hidden=8), relation="attention")

@@ -24,6 +24,23 @@ def test_conv4_rejects_too_many_layers_and_an_unknown_downsampling() -> None:
         Conv4((1, 28, 28), downsample="avg_pool")
 
 
+def test_conv4_pools_in_its_first_blocks_only_and_says_its_feature_map() -> None:
+    """The Relation Network's embedding: max-pool in the first two of four blocks."""
+    net = Conv4((1, 28, 28), hidden=8, pooled_blocks=2)
+    assert sum(isinstance(m, nn.MaxPool2d) for m in net.modules()) == 2
+    assert net.feature_shape == (8, 7, 7) and net.out_dim == 8 * 7 * 7
+    x = torch.rand(3, 1, 28, 28)
+    maps = net.features[:-1](x)  # before the flatten
+    assert maps.shape == (3, 8, 7, 7)
+    assert torch.equal(net(x), maps.flatten(1))
+    assert Conv4((1, 28, 28)).feature_shape == (64, 1, 1)  # all four pool (the default)
+    assert Conv4((1, 28, 28), downsample="stride").feature_shape is None  # averaged
+    with pytest.raises(ValueError, match=r"backbone.pooled_blocks must be in \[0, "):
+        Conv4((1, 28, 28), pooled_blocks=5)
+    with pytest.raises(ValueError, match="pooled_blocks applies to backbone.downsample=max_pool"):
+        Conv4((1, 28, 28), downsample="stride", pooled_blocks=2)
+
+
 def test_strided_conv4_halves_the_resolution_in_every_block() -> None:
     """Finn et al.'s Omniglot network: 28 -> 14 -> 7 -> 4 -> 2, no max-pool, then the mean
     over the 2x2 positions."""
