@@ -159,7 +159,7 @@ def main(command: Command, argv: list[str] | None = None, prog: str | None = Non
     (``prog``: the name its error lines start with, if not the command's)."""
     import hydra
 
-    from metarun.engine.distributed import env_world_size
+    from metarun.world import env_world_size
 
     args = expand_device_shorthand(sys.argv[1:] if argv is None else argv)
     if command.rewrite is not None:

@@ -11,7 +11,7 @@ def follower_args(argv: list[str]) -> list[str]:
     """Under a launcher, a rank other than 0 writes nothing of its own: Hydra's directory for
     it (a timestamp that would differ from rank 0's) is a temporary one, removed at exit; the
     run's directory is rank 0's."""
-    from metarun.engine.distributed import env_rank
+    from metarun.world import env_rank
 
     if env_rank() == 0:
         return argv
@@ -26,7 +26,7 @@ def follower_args(argv: list[str]) -> list[str]:
 
 def check_launcher(argv: list[str]) -> str | None:
     """An error line for a sweep under torchrun (every rank would run the whole sweep)."""
-    from metarun.engine.distributed import env_world_size
+    from metarun.world import env_world_size
 
     if env_world_size() > 1 and any(a in ("-m", "--multirun") for a in argv):
         return ("a sweep (-m) cannot run under torchrun: sweep with dist.nproc=N instead, "

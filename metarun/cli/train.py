@@ -15,7 +15,7 @@ from metarun.summary import RunResult
 def _job(cfg: DictConfig, output_dir: str) -> RunResult:
     from hydra.core.hydra_config import HydraConfig
 
-    from metarun.engine.distributed import env_rank, env_world_size
+    from metarun.world import env_rank, env_world_size
 
     # a trial of metarun's Optuna search reports its validations (None otherwise): in one
     # process, or in rank 0 of those dist.nproc starts

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import atexit
 import functools
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, fields, is_dataclass, replace
 from datetime import timedelta
@@ -30,6 +29,7 @@ import torch.distributed as torch_dist
 from torch import nn
 
 from metarun.errors import PeerError
+from metarun.world import env_world_size
 
 _R = TypeVar("_R")
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -37,22 +37,6 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 #: How long a collective waits for a peer before failing (a peer that died without the
 #: launcher noticing makes the others fail after this, not hang).
 TIMEOUT = timedelta(minutes=30)
-
-
-def env_world_size() -> int:
-    """The number of processes a launcher (torchrun, ``dist.nproc``) started, from its
-    environment; 1 outside one."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def env_rank() -> int:
-    """This process's rank in the launcher's environment; 0 outside one."""
-    return int(os.environ.get("RANK", "0"))
-
-
-def local_rank() -> int:
-    """This process's rank on its machine (which GPU it takes); 0 outside a launcher."""
-    return int(os.environ.get("LOCAL_RANK", "0"))
 
 
 def _collective(method: _F) -> _F:

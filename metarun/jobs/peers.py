@@ -30,7 +30,7 @@ import torch
 from omegaconf import DictConfig
 
 from metarun import build
-from metarun.engine.distributed import Dist, env_world_size, local_rank
+from metarun.engine.distributed import Dist
 from metarun.errors import (
     NonFiniteLossError,
     PeerError,
@@ -39,6 +39,7 @@ from metarun.errors import (
     error_text,
     exit_status,
 )
+from metarun.world import env_world_size, local_rank
 
 _R = TypeVar("_R")
 

@@ -75,6 +75,26 @@ def test_checkpoints_are_plain_data(tiny_run) -> None:  # type: ignore[no-untype
     assert blob["step"] == json.loads((run_dir / "summary.json").read_text())["best_step"]
 
 
+def test_a_typo_is_refused_before_torch_is_imported(env: dict[str, str],
+                                                    tmp_path: Path) -> None:
+    """The command line is checked before anything heavy is loaded: a bad value or option is
+    answered in well under a second, not after torch's 2-3 seconds of import."""
+    import subprocess
+    import sys
+
+    probe = ("import sys\n"
+             "from metarun.cli.train import main\n"
+             "sys.argv = ['metarun', *sys.argv[1:]]\n"
+             "try:\n    main()\n"
+             "except SystemExit as e:\n"
+             "    print('exit', e.code, 'torch' in sys.modules)\n")
+    for bad in (["train.meta_batch=-1"], ["algo=no_such_algorithm"], ["task.ways=abc"]):
+        proc = subprocess.run([sys.executable, "-c", probe, *bad, "device=cpu"], env=env,
+                              cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert proc.stdout.split()[-3:] == ["exit", "2", "False"], proc.stdout + proc.stderr
+        assert "error:" in proc.stderr + proc.stdout
+
+
 def test_help_lists_the_groups(env: dict[str, str], tmp_path: Path) -> None:
     proc = metarun(["--help"], env, tmp_path)
     assert proc.returncode == 0
