@@ -10,9 +10,6 @@ from metarun.algorithms.metric import MetricAlgorithm
 from metarun.tasktypes import CLASSIFICATION, TaskType
 from metarun.types import Backbone
 
-#: The relation modules (``algo.relation``).
-RELATIONS = ("conv", "mlp")
-
 
 class RelationNet(MetricAlgorithm):
     """Score each (query, class) pair with a learned relation module.
@@ -46,19 +43,12 @@ class RelationNet(MetricAlgorithm):
                          train_queries=train_queries)
         if hidden < 1:
             raise ValueError(f"algo.hidden must be at least 1; got {hidden}")
-        if relation not in RELATIONS:
-            raise ValueError(f"algo.relation must be one of {', '.join(RELATIONS)}; "
+        modules: dict[str, type[ConvRelation | MLPRelation]] = {"conv": ConvRelation,
+                                                                "mlp": MLPRelation}
+        if relation not in modules:
+            raise ValueError(f"algo.relation must be one of {', '.join(modules)}; "
                              f"got {relation!r}")
-        self.relation: ConvRelation | MLPRelation
-        if relation == "mlp":
-            self.relation = MLPRelation(backbone.out_dim, hidden)
-        elif backbone.feature_shape is None:
-            raise ValueError(
-                "algo.relation=conv convolves feature maps, and this backbone's embedding is "
-                "pooled: use backbone=conv4 (with backbone.pooled_blocks=2, as the paper) or "
-                "algo.relation=mlp")
-        else:
-            self.relation = ConvRelation(backbone.feature_shape, hidden)
+        self.relation = modules[relation](backbone, hidden)
 
     def predict(self, support_z: Tensor, support_y: Tensor, query_z: Tensor,
                 ways: int) -> Tensor:
@@ -80,7 +70,8 @@ class MLPRelation(nn.Sequential):
     (A ``Sequential``, so that its parameters keep the names of earlier checkpoints.)
     """
 
-    def __init__(self, dim: int, hidden: int) -> None:
+    def __init__(self, backbone: Backbone, hidden: int) -> None:
+        dim = backbone.out_dim
         super().__init__(nn.Linear(2 * dim, hidden), nn.BatchNorm1d(hidden), nn.ReLU(),
                          nn.Linear(hidden, 1), nn.Sigmoid())
 
@@ -103,8 +94,14 @@ class ConvRelation(nn.Module):
     ``ways + Q`` maps' cost (the pairs would make it the most expensive layer of a step).
     """
 
-    def __init__(self, feature_shape: tuple[int, int, int], hidden: int) -> None:
+    def __init__(self, backbone: Backbone, hidden: int) -> None:
         super().__init__()
+        feature_shape = backbone.feature_shape
+        if feature_shape is None:
+            raise ValueError(
+                "algo.relation=conv convolves feature maps, and this backbone's embedding is "
+                "pooled: use backbone=conv4 (with backbone.pooled_blocks=2, as the paper) or "
+                "algo.relation=mlp")
         channels, height, width = feature_shape
         if min(height, width) < 4:
             raise ValueError(
